@@ -1,0 +1,222 @@
+//! The Arrow schemas of Tally's tables (SPEC section 5), defined once.
+//!
+//! Each [`Table`] has a *table schema* — the columns SQL sees, in the SPEC's order — and a
+//! *file schema*: the same columns less the hive partition columns (`advertiser_id`, and
+//! `date` for the daily tables), which live only in the path
+//! `<table>/advertiser_id=<id>/date=<YYYY-MM-DD>/…`. Readers (DataFusion, DuckDB) add the
+//! partition columns back from the path.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Version of the on-disk layout, written to every file as `tally.schema_version`.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// Width of a stored identifier (a keyed BLAKE3 digest).
+pub const ID_WIDTH: i32 = 32;
+
+/// The partition column every table has.
+pub const ADVERTISER_ID: &str = "advertiser_id";
+/// The daily partition column.
+pub const DATE: &str = "date";
+
+/// A stored table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// One row per received conversion event (server or browser copy).
+    Conversions,
+    /// Ad exposures: impressions and clicks.
+    Touchpoints,
+    /// Daily spend per campaign.
+    Spend,
+    /// Client-side numbers as the ad platforms reported them.
+    Baseline,
+}
+
+impl Table {
+    /// The base tables, in SPEC order.
+    pub const BASE: [Table; 4] = [Table::Conversions, Table::Touchpoints, Table::Spend, Table::Baseline];
+
+    /// The SQL name, which is also the directory name under the data root.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Conversions => "conversions",
+            Table::Touchpoints => "touchpoints",
+            Table::Spend => "spend",
+            Table::Baseline => "baseline",
+        }
+    }
+
+    /// The columns SQL sees, in SPEC order.
+    pub fn schema(self) -> SchemaRef {
+        static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| Table::BASE.map(build_schema));
+        SCHEMAS[self as usize].clone()
+    }
+
+    /// The columns stored inside each Parquet file: the table schema less the partition columns.
+    pub fn file_schema(self) -> SchemaRef {
+        static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| {
+            Table::BASE.map(|t| {
+                let parts = t.partition_columns();
+                let fields: Vec<_> = t
+                    .schema()
+                    .fields()
+                    .iter()
+                    .filter(|f| !parts.iter().any(|(name, _)| name == f.name()))
+                    .cloned()
+                    .collect();
+                Arc::new(Schema::new(fields))
+            })
+        });
+        SCHEMAS[self as usize].clone()
+    }
+
+    /// The hive partition columns, outermost first, with the type readers should give them.
+    pub fn partition_columns(self) -> [(&'static str, DataType); 2] {
+        [(ADVERTISER_ID, DataType::Utf8), (DATE, DataType::Date32)]
+    }
+
+    /// The column whose UTC date is the row's `date` partition.
+    pub fn partition_time_column(self) -> &'static str {
+        match self {
+            Table::Conversions => "event_time",
+            Table::Touchpoints => "touch_time",
+            Table::Spend | Table::Baseline => DATE,
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Table {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Table, String> {
+        Table::BASE
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown table `{s}` (expected one of conversions, touchpoints, spend, baseline)"))
+    }
+}
+
+/// `Timestamp(Microsecond, "UTC")`: every Tally timestamp.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// `FixedSizeBinary(32)`: every stored identifier.
+pub fn id_type() -> DataType {
+    DataType::FixedSizeBinary(ID_WIDTH)
+}
+
+fn build_schema(table: Table) -> SchemaRef {
+    use DataType::{Boolean, Date32, Float64, Int64, Utf8};
+    let s = |name: &str, nullable| Field::new(name, Utf8, nullable);
+    let ts = |name: &str, nullable| Field::new(name, timestamp_type(), nullable);
+    let id = |name: &str| Field::new(name, id_type(), true);
+    let fields = match table {
+        Table::Conversions => vec![
+            s("advertiser_id", false),
+            s("source_id", false),
+            s("event_id", true),
+            s("event_name", false),
+            ts("event_time", false),
+            ts("received_at", false),
+            s("origin", false),
+            s("action_source", true),
+            id("em"),
+            id("ph"),
+            id("external_id"),
+            s("click_id", true),
+            s("device_os", true),
+            s("geo_state", true),
+            Field::new("value", Float64, true),
+            s("currency", true),
+            s("order_id", true),
+            Field::new("is_test", Boolean, false),
+            Field::new("opt_out", Boolean, false),
+            s("jurisdiction", false),
+            s("key_id", false),
+        ],
+        Table::Touchpoints => vec![
+            s("advertiser_id", false),
+            s("touch_id", false),
+            s("channel", false),
+            s("campaign_id", false),
+            s("adgroup_id", true),
+            s("ad_id", true),
+            s("touch_type", false),
+            ts("touch_time", false),
+            id("em"),
+            id("ph"),
+            id("external_id"),
+            s("click_id", true),
+            s("device_os", true),
+            s("geo_state", true),
+            Field::new("cost", Float64, true),
+            s("jurisdiction", false),
+            s("key_id", false),
+        ],
+        Table::Spend => vec![
+            s("advertiser_id", false),
+            s("channel", false),
+            s("campaign_id", false),
+            Field::new("date", Date32, false),
+            Field::new("spend", Float64, false),
+            Field::new("impressions", Int64, true),
+            Field::new("clicks", Int64, true),
+            s("currency", false),
+        ],
+        Table::Baseline => vec![
+            s("advertiser_id", false),
+            s("channel", false),
+            s("campaign_id", false),
+            Field::new("date", Date32, false),
+            Field::new("conversions", Float64, false),
+            Field::new("value", Float64, true),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_column_order() {
+        let names = |t: Table| t.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>().join(",");
+        assert_eq!(
+            names(Table::Conversions),
+            "advertiser_id,source_id,event_id,event_name,event_time,received_at,origin,action_source,em,ph,\
+             external_id,click_id,device_os,geo_state,value,currency,order_id,is_test,opt_out,jurisdiction,key_id"
+        );
+        assert_eq!(
+            names(Table::Touchpoints),
+            "advertiser_id,touch_id,channel,campaign_id,adgroup_id,ad_id,touch_type,touch_time,em,ph,external_id,\
+             click_id,device_os,geo_state,cost,jurisdiction,key_id"
+        );
+        assert_eq!(names(Table::Spend), "advertiser_id,channel,campaign_id,date,spend,impressions,clicks,currency");
+        assert_eq!(names(Table::Baseline), "advertiser_id,channel,campaign_id,date,conversions,value");
+    }
+
+    #[test]
+    fn file_schema_drops_partition_columns() {
+        for t in Table::BASE {
+            let file = t.file_schema();
+            assert!(file.field_with_name(ADVERTISER_ID).is_err());
+            assert!(file.field_with_name(DATE).is_err());
+            let expected = t.schema().fields().len() - if t.schema().field_with_name(DATE).is_ok() { 2 } else { 1 };
+            assert_eq!(file.fields().len(), expected, "{t}");
+        }
+        assert_eq!(Table::Conversions.schema().field_with_name("em").unwrap().data_type(), &id_type());
+        assert_eq!("spend".parse::<Table>().unwrap(), Table::Spend);
+        assert!("nope".parse::<Table>().is_err());
+    }
+}

@@ -1,0 +1,574 @@
+//! The Parquet store: hive-partitioned tables under a data root.
+//!
+//! [`Store::open`] refuses a root the policy does not allow. Reads go through an
+//! [`ObjectStore`] (DataFusion and our readers share it). Writes go through a
+//! [`PartitionedWriter`], which splits batches by `(advertiser_id, date)`, streams each
+//! partition into its own Parquet file and makes a file appear at its final path only when it
+//! is complete: on a local root by write → fsync → rename → fsync(dir); on an object store by
+//! a single PUT of the finished file. Writer properties (zstd, row groups, key-value
+//! metadata) are built in one place, [`writer_properties`].
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::{Date32Type, SchemaRef, TimestampMicrosecondType};
+use chrono::NaiveDate;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::keystore::sync_dir;
+use crate::paths::{AdvertiserId, DataFilePath, DataRoot, PartitionPath};
+use crate::policy::{Policy, PolicyError};
+use crate::schema::{ADVERTISER_ID, SCHEMA_VERSION, Table};
+
+/// Microseconds in a day.
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The policy refuses this storage.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A filesystem operation failed.
+    #[error("{what} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Encoding Parquet failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A batch does not fit the table.
+    #[error("{0}")]
+    Schema(String),
+    /// The data root is of a kind this build cannot open.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The key-value metadata stamped on every file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    /// `tally.jurisdiction`.
+    pub jurisdiction: String,
+    /// `tally.key_id`: the pseudonymization key the identifiers were keyed with.
+    pub key_id: String,
+    /// `tally.policy_sha256`.
+    pub policy_sha256: String,
+}
+
+/// Parquet writer properties for every Tally file: zstd, 512k-row row groups, page statistics
+/// (for `event_time` pruning), and the `tally.*` key-value metadata.
+pub fn writer_properties(stamp: &FileStamp) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
+        .set_max_row_group_row_count(Some(512 * 1024))
+        .set_created_by(format!("tally {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("tally.jurisdiction".into(), stamp.jurisdiction.clone()),
+            KeyValue::new("tally.schema_version".into(), SCHEMA_VERSION.to_owned()),
+            KeyValue::new("tally.key_id".into(), stamp.key_id.clone()),
+            KeyValue::new("tally.policy_sha256".into(), stamp.policy_sha256.clone()),
+        ]))
+        .build()
+}
+
+/// A data root opened under a policy.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: DataRoot,
+    objects: Arc<dyn ObjectStore>,
+    policy: Arc<Policy>,
+}
+
+impl Store {
+    /// Opens `root` after checking it against `policy`; a local root is created if absent.
+    pub fn open(root: DataRoot, policy: Policy) -> Result<Store, StoreError> {
+        policy.check_storage(&root)?;
+        let objects: Arc<dyn ObjectStore> = match &root {
+            DataRoot::Local(dir) => {
+                fs::create_dir_all(dir).map_err(|source| StoreError::Io { what: "cannot create data directory", path: dir.clone(), source })?;
+                Arc::new(LocalFileSystem::new_with_prefix(dir)?)
+            }
+            DataRoot::Url { scheme, .. } => {
+                return Err(StoreError::Unsupported(format!(
+                    "`{scheme}://` data roots are allowed by the policy but this build has no `{scheme}` backend; use a local directory"
+                )));
+            }
+        };
+        Ok(Store { root, objects, policy: Arc::new(policy) })
+    }
+
+    /// The data root.
+    pub fn root(&self) -> &DataRoot {
+        &self.root
+    }
+
+    /// The policy the store was opened under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The object store serving reads, rooted at the data root.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.objects.clone()
+    }
+
+    /// A URL DataFusion can register the object store under and list `table` from.
+    pub fn table_url(&self, table: &str) -> String {
+        match &self.root {
+            DataRoot::Local(dir) => format!("file://{}/{table}/", dir.display()),
+            DataRoot::Url { scheme, bucket, prefix } if prefix.is_empty() => format!("{scheme}://{bucket}/{table}/"),
+            DataRoot::Url { scheme, bucket, prefix } => format!("{scheme}://{bucket}/{prefix}/{table}/"),
+        }
+    }
+
+    /// The data files of `table` (final `.parquet` files only), sorted by path.
+    pub async fn list_files(&self, table: &str) -> Result<Vec<ObjectPath>, StoreError> {
+        use futures::TryStreamExt;
+        let prefix = crate::paths::table_dir(table);
+        let mut out: Vec<ObjectPath> = self
+            .objects
+            .list(Some(&prefix))
+            .try_filter_map(|m| async move { Ok(m.location.as_ref().ends_with(".parquet").then_some(m.location)) })
+            .try_collect()
+            .await?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// A writer for `table` whose files carry `stamp`.
+    pub fn writer(&self, table: Table, stamp: &FileStamp) -> PartitionedWriter {
+        PartitionedWriter::new(self.clone(), table, writer_properties(stamp))
+    }
+
+    /// A stamp for files written now with pseudonymization key `key_id`.
+    pub fn stamp(&self, key_id: &str) -> FileStamp {
+        FileStamp { jurisdiction: self.policy.jurisdiction.clone(), key_id: key_id.to_owned(), policy_sha256: self.policy.sha256() }
+    }
+}
+
+/// Where a file's bytes go while it is being written.
+enum Sink {
+    /// A hidden temp file beside the final path (local roots).
+    Local { file: File, temp: PathBuf, dir: PathBuf, final_path: PathBuf },
+    /// Memory, PUT whole when complete (object stores).
+    Memory(Vec<u8>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Local { file, .. } => file.write(buf),
+            Sink::Memory(v) => v.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Local { file, .. } => file.flush(),
+            Sink::Memory(_) => Ok(()),
+        }
+    }
+}
+
+struct OpenFile {
+    path: DataFilePath,
+    writer: ArrowWriter<Sink>,
+    rows: usize,
+}
+
+/// A file a [`PartitionedWriter`] made visible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Its path relative to the data root.
+    pub path: ObjectPath,
+    /// The partition's advertiser.
+    pub advertiser: AdvertiserId,
+    /// The partition's date.
+    pub date: NaiveDate,
+    /// Rows in it.
+    pub rows: usize,
+}
+
+/// Splits batches of one table by `(advertiser_id, date)` and streams each partition into
+/// its own Parquet file. Nothing is visible until [`PartitionedWriter::finish`]; dropping the
+/// writer (or [`PartitionedWriter::abort`]) removes the partial files.
+pub struct PartitionedWriter {
+    store: Store,
+    table: Table,
+    props: WriterProperties,
+    file_schema: SchemaRef,
+    /// Positions of the file schema's columns in the table schema.
+    projection: Vec<usize>,
+    open: BTreeMap<(AdvertiserId, i32), OpenFile>,
+    done: Vec<(DataFilePath, Sink, WrittenFile)>,
+    max_rows_per_file: usize,
+    memory_budget: usize,
+}
+
+impl PartitionedWriter {
+    fn new(store: Store, table: Table, props: WriterProperties) -> PartitionedWriter {
+        let schema = table.schema();
+        let file_schema = table.file_schema();
+        let projection = file_schema.fields().iter().map(|f| schema.index_of(f.name()).expect("file schema ⊂ table schema")).collect();
+        PartitionedWriter {
+            store,
+            table,
+            props,
+            file_schema,
+            projection,
+            open: BTreeMap::new(),
+            done: Vec::new(),
+            max_rows_per_file: 8 * 1024 * 1024,
+            memory_budget: 512 * 1024 * 1024,
+        }
+    }
+
+    /// Caps rows per file (a partition's rows beyond it go to further files).
+    pub fn with_max_rows_per_file(mut self, rows: usize) -> PartitionedWriter {
+        self.max_rows_per_file = rows.max(1);
+        self
+    }
+
+    /// Writes a batch in the table schema (with `advertiser_id` and the partition time column).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if batch.schema().fields() != self.table.schema().fields() {
+            return Err(StoreError::Schema(format!("batch does not have the `{}` table schema", self.table)));
+        }
+        let groups = partition_rows(batch, self.table)?;
+        let projected = batch.project(&self.projection)?;
+        let whole = groups.len() == 1;
+        for ((advertiser, day), rows) in groups {
+            let part = if whole { projected.clone() } else { take_record_batch(&projected, &arrow::array::UInt32Array::from(rows))? };
+            self.write_partition(advertiser, day, &part)?;
+        }
+        self.keep_memory_in_budget()
+    }
+
+    fn write_partition(&mut self, advertiser: AdvertiserId, day: i32, batch: &RecordBatch) -> Result<(), StoreError> {
+        let key = (advertiser, day);
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if !self.open.contains_key(&key) {
+                let file = self.create(&key.0, day)?;
+                self.open.insert(key.clone(), file);
+            }
+            let file = self.open.get_mut(&key).expect("inserted above");
+            let take = (self.max_rows_per_file - file.rows).min(batch.num_rows() - offset);
+            file.writer.write(&batch.slice(offset, take))?;
+            file.rows += take;
+            offset += take;
+            if file.rows >= self.max_rows_per_file {
+                let file = self.open.remove(&key).expect("present");
+                self.close(file, &key.0, day)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, advertiser: &AdvertiserId, day: i32) -> Result<OpenFile, StoreError> {
+        let partition = PartitionPath::new(self.table, advertiser.clone(), day_to_date(day));
+        let path = partition.new_file();
+        let sink = match self.store.root() {
+            DataRoot::Local(root) => {
+                let dir = root.join(path.dir().as_ref());
+                fs::create_dir_all(&dir).map_err(|source| StoreError::Io { what: "cannot create partition", path: dir.clone(), source })?;
+                let temp = dir.join(path.temp_name());
+                let file = File::create(&temp).map_err(|source| StoreError::Io { what: "cannot create", path: temp.clone(), source })?;
+                let final_path = dir.join(path.name());
+                Sink::Local { file, temp, dir, final_path }
+            }
+            DataRoot::Url { .. } => Sink::Memory(Vec::new()),
+        };
+        let writer = ArrowWriter::try_new(sink, self.file_schema.clone(), Some(self.props.clone()))?;
+        Ok(OpenFile { path, writer, rows: 0 })
+    }
+
+    /// Finishes a file's bytes (footer, fsync) without making it visible yet.
+    fn close(&mut self, file: OpenFile, advertiser: &AdvertiserId, day: i32) -> Result<(), StoreError> {
+        let sink = file.writer.into_inner()?;
+        if let Sink::Local { file: f, temp, .. } = &sink {
+            f.sync_all().map_err(|source| StoreError::Io { what: "cannot fsync", path: temp.clone(), source })?;
+        }
+        let written = WrittenFile { path: file.path.path(), advertiser: advertiser.clone(), date: day_to_date(day), rows: file.rows };
+        self.done.push((file.path, sink, written));
+        Ok(())
+    }
+
+    /// Ends row groups early when the buffered, encoded rows of all open files exceed the budget.
+    fn keep_memory_in_budget(&mut self) -> Result<(), StoreError> {
+        let mut total: usize = self.open.values().map(|f| f.writer.in_progress_size()).sum();
+        while total > self.memory_budget {
+            let Some(biggest) = self.open.values_mut().max_by_key(|f| f.writer.in_progress_size()) else { break };
+            let size = biggest.writer.in_progress_size();
+            if size == 0 {
+                break;
+            }
+            biggest.writer.flush()?;
+            total -= size;
+        }
+        Ok(())
+    }
+
+    /// Completes every file and makes them visible at their final paths; returns them.
+    #[tracing::instrument(skip(self), fields(table = %self.table))]
+    pub async fn finish(mut self) -> Result<Vec<WrittenFile>, StoreError> {
+        let open = std::mem::take(&mut self.open);
+        for ((advertiser, day), file) in open {
+            self.close(file, &advertiser, day)?;
+        }
+        let done = std::mem::take(&mut self.done);
+        let mut out = Vec::with_capacity(done.len());
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut pending = done.into_iter();
+        while let Some((path, sink, written)) = pending.next() {
+            let result = match sink {
+                Sink::Local { temp, dir, final_path, .. } => {
+                    let renamed = fs::rename(&temp, &final_path)
+                        .map_err(|source| StoreError::Io { what: "cannot rename into place", path: final_path.clone(), source });
+                    if renamed.is_err() {
+                        let _ = fs::remove_file(&temp);
+                    }
+                    dirs.insert(dir);
+                    renamed
+                }
+                Sink::Memory(bytes) => self.store.objects.put(&path.path(), bytes.into()).await.map(|_| ()).map_err(StoreError::from),
+            };
+            if let Err(e) = result {
+                // Leave no partial files behind for the ones not yet made visible.
+                for (_, sink, _) in pending {
+                    discard(sink);
+                }
+                return Err(e);
+            }
+            out.push(written);
+        }
+        for dir in dirs {
+            sync_dir(&dir).map_err(|source| StoreError::Io { what: "cannot fsync directory", path: dir.clone(), source })?;
+        }
+        Ok(out)
+    }
+
+    /// Drops everything written so far; nothing becomes visible.
+    pub fn abort(mut self) {
+        self.discard_all();
+    }
+
+    fn discard_all(&mut self) {
+        for (_, file) in std::mem::take(&mut self.open) {
+            if let Ok(sink) = file.writer.into_inner() {
+                discard(sink);
+            }
+        }
+        for (_, sink, _) in std::mem::take(&mut self.done) {
+            discard(sink);
+        }
+    }
+
+    /// Rows written so far, in all files.
+    pub fn rows(&self) -> usize {
+        self.open.values().map(|f| f.rows).sum::<usize>() + self.done.iter().map(|d| d.2.rows).sum::<usize>()
+    }
+}
+
+impl Drop for PartitionedWriter {
+    fn drop(&mut self) {
+        self.discard_all();
+    }
+}
+
+fn discard(sink: Sink) {
+    if let Sink::Local { temp, .. } = sink {
+        let _ = fs::remove_file(temp);
+    }
+}
+
+/// Groups row indices by `(advertiser_id, UTC day)`.
+fn partition_rows(batch: &RecordBatch, table: Table) -> Result<BTreeMap<(AdvertiserId, i32), Vec<u32>>, StoreError> {
+    let adv = batch.column_by_name(ADVERTISER_ID).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| StoreError::Schema("`advertiser_id` must be Utf8".into()))?;
+    let time_col = batch.column_by_name(table.partition_time_column()).ok_or_else(|| StoreError::Schema("partition time column missing".into()))?;
+    let days: Vec<i32> = if let Some(ts) = time_col.as_primitive_opt::<TimestampMicrosecondType>() {
+        ts.values().iter().map(|t| t.div_euclid(MICROS_PER_DAY) as i32).collect()
+    } else if let Some(d) = time_col.as_primitive_opt::<Date32Type>() {
+        d.values().to_vec()
+    } else {
+        return Err(StoreError::Schema("partition time column has an unexpected type".into()));
+    };
+    if adv.null_count() > 0 || time_col.null_count() > 0 {
+        return Err(StoreError::Schema("partition columns must not be null".into()));
+    }
+    let mut groups: BTreeMap<(AdvertiserId, i32), Vec<u32>> = BTreeMap::new();
+    let mut last: Option<(&str, i32, (AdvertiserId, i32))> = None;
+    for (i, day) in days.iter().enumerate() {
+        let a = adv.value(i);
+        let key = match &last {
+            Some((la, ld, key)) if *la == a && *ld == *day => key.clone(),
+            _ => {
+                let id: AdvertiserId = a.parse().map_err(StoreError::Schema)?;
+                let key = (id, *day);
+                last = Some((a, *day, key.clone()));
+                key
+            }
+        };
+        groups.entry(key).or_default().push(i as u32);
+    }
+    Ok(groups)
+}
+
+fn day_to_date(day: i32) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(day + 719_163).expect("day in range")
+}
+
+/// The UTC date of days-since-epoch, as the Date32 value stores it.
+pub fn date_to_day(date: NaiveDate) -> i32 {
+    date.num_days_from_ce() - 719_163
+}
+
+use chrono::Datelike;
+
+/// Reads every row of `path` back (for tests and tools); returns its batches and key-value metadata.
+pub fn read_parquet_file(path: &Path) -> Result<(Vec<RecordBatch>, BTreeMap<String, String>), StoreError> {
+    let file = File::open(path).map_err(|source| StoreError::Io { what: "cannot open", path: path.to_path_buf(), source })?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| kv.iter().map(|k| (k.key.clone(), k.value.clone().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    let batches = builder.build()?.collect::<Result<Vec<_>, _>>()?;
+    Ok((batches, kv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, StringArray};
+
+    fn spend_batch(rows: &[(&str, i32, f64)]) -> RecordBatch {
+        let n = rows.len();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n("meta", n))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n("c1", n))),
+            Arc::new(Date32Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(Int64Array::from(vec![Some(1); n])),
+            Arc::new(Int64Array::from(vec![None; n])),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n("USD", n))),
+        ];
+        RecordBatch::try_new(Table::Spend.schema(), cols).unwrap()
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(DataRoot::Local(dir.to_path_buf()), Policy::builtin()).unwrap()
+    }
+
+    fn stamp() -> FileStamp {
+        FileStamp { jurisdiction: "US".into(), key_id: "k1".into(), policy_sha256: "abc".into() }
+    }
+
+    fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_by_advertiser_and_day_and_appears_only_on_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut w = store.writer(Table::Spend, &stamp());
+        w.write(&spend_batch(&[("acme", 20_000, 1.0), ("acme", 20_001, 2.0), ("globex", 20_000, 3.0), ("acme", 20_000, 4.0)])).unwrap();
+        // Before finish: only hidden temp files.
+        assert!(parquet_files(dir.path()).iter().all(|p| p.file_name().unwrap().to_str().unwrap().starts_with('.')));
+        let written = w.finish().await.unwrap();
+        assert_eq!(written.len(), 3);
+        let files = parquet_files(dir.path());
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert!(files.iter().all(|p| p.extension().unwrap() == "parquet"));
+        let acme = written.iter().find(|f| f.advertiser.as_str() == "acme" && date_to_day(f.date) == 20_000).unwrap();
+        assert_eq!(acme.rows, 2);
+        assert_eq!(acme.path.as_ref().split('/').take(3).collect::<Vec<_>>(), ["spend", "advertiser_id=acme", "date=2024-10-04"]);
+        let (batches, kv) = read_parquet_file(&dir.path().join(acme.path.as_ref())).unwrap();
+        assert_eq!(kv["tally.key_id"], "k1");
+        assert_eq!(kv["tally.schema_version"], SCHEMA_VERSION);
+        let spend: Vec<f64> = batches.iter().flat_map(|b| b.column_by_name("spend").unwrap().as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()).collect();
+        assert_eq!(spend, [1.0, 4.0]);
+        assert!(batches[0].column_by_name("advertiser_id").is_none(), "partition columns live in the path only");
+        assert_eq!(store.list_files("spend").await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn abort_and_drop_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut w = store.writer(Table::Spend, &stamp());
+        w.write(&spend_batch(&[("acme", 20_000, 1.0)])).unwrap();
+        w.abort();
+        let mut w = store.writer(Table::Spend, &stamp()).with_max_rows_per_file(1);
+        w.write(&spend_batch(&[("acme", 20_000, 1.0), ("acme", 20_000, 2.0)])).unwrap();
+        drop(w);
+        assert!(parquet_files(dir.path()).is_empty(), "{:?}", parquet_files(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn rows_per_file_cap_and_schema_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut w = store.writer(Table::Spend, &stamp()).with_max_rows_per_file(2);
+        w.write(&spend_batch(&[("acme", 20_000, 1.0), ("acme", 20_000, 2.0), ("acme", 20_000, 3.0)])).unwrap();
+        assert_eq!(w.rows(), 3);
+        assert_eq!(w.finish().await.unwrap().iter().map(|f| f.rows).collect::<Vec<_>>(), [2, 1]);
+        let mut w = store.writer(Table::Baseline, &stamp());
+        assert!(matches!(w.write(&spend_batch(&[("acme", 1, 1.0)])), Err(StoreError::Schema(_))));
+    }
+
+    #[test]
+    fn refused_root_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy::from_toml(&format!(
+            "jurisdiction = \"US\"\nplaintext_identifiers = \"hash\"\nk_anonymity = 5\n[[storage]]\nlocal = \"{}\"\n",
+            dir.path().join("ok").display()
+        ))
+        .unwrap();
+        let bad = dir.path().join("bad");
+        assert!(matches!(Store::open(DataRoot::Local(bad.clone()), policy), Err(StoreError::Policy(_))));
+        assert!(!bad.exists());
+    }
+}

@@ -1,0 +1,165 @@
+//! `tally import`: bulk-load files through the same validation, hashing and writer as the API.
+//!
+//! Files are read one batch at a time (memory stays bounded whatever the file size) on a reader
+//! thread while this thread validates and writes, so reading and encoding overlap on two cores.
+//! Nothing becomes visible until every file has been read: then the good rows' Parquet files are
+//! renamed into place, or — with `strict` and any bad row, or on any file-level error — all
+//! partial files are removed and nothing is stored.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use tally_core::schema::Table;
+use tally_core::{Store, WrittenFile};
+
+use crate::convert::{Context, convert};
+use crate::raw::{self, Format, RawBatch, ReadError};
+
+/// At most this many rejected rows are kept with their details; all are counted.
+pub const MAX_REPORTED_REJECTIONS: usize = 1000;
+
+/// What to import.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The table the rows go to.
+    pub table: Table,
+    /// The input files.
+    pub files: Vec<PathBuf>,
+    /// Their format; `None` infers it from each file's extension.
+    pub format: Option<Format>,
+    /// Store nothing if any row is bad.
+    pub strict: bool,
+    /// Validation context (advertiser, keys, policy).
+    pub context: Context,
+}
+
+/// One rejected row of an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The file.
+    pub file: PathBuf,
+    /// `line N` or `row N`.
+    pub location: String,
+    /// The column at fault.
+    pub column: String,
+    /// Why.
+    pub message: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: column `{}`: {}", self.file.display(), self.location, self.column, self.message)
+    }
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportReport {
+    /// Rows read from the files.
+    pub rows_read: u64,
+    /// Rows stored (0 when nothing was committed).
+    pub rows_stored: u64,
+    /// Bad rows, all counted.
+    pub rejected_total: u64,
+    /// The first [`MAX_REPORTED_REJECTIONS`] bad rows with their reasons.
+    pub rejected: Vec<Rejection>,
+    /// Identifier values that arrived as plaintext and were hashed.
+    pub hashed_on_arrival: u64,
+    /// Whether the good rows were stored (false under `strict` with bad rows).
+    pub committed: bool,
+    /// The Parquet files written.
+    pub files_written: Vec<WrittenFile>,
+}
+
+/// Import failures that stop the whole import (nothing is stored).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// A file as a whole is unusable: unreadable, unknown format, wrong columns.
+    #[error("{}: {message}", file.display())]
+    File {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] tally_core::StoreError),
+}
+
+/// Progress of an import: the current file and the fraction of all input bytes done.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The file being read.
+    pub file: &'a Path,
+    /// Fraction of the input done, 0..=1.
+    pub fraction: f64,
+    /// Rows read so far.
+    pub rows: u64,
+}
+
+/// Runs an import into `store`. See the module docs for what is stored when.
+pub async fn import(store: &Store, request: &ImportRequest, mut progress: impl FnMut(Progress<'_>)) -> Result<ImportReport, ImportError> {
+    let mut sources = Vec::with_capacity(request.files.len());
+    let mut total_bytes = 0u64;
+    for file in &request.files {
+        let format = request.format.or_else(|| Format::from_path(file)).ok_or_else(|| ImportError::File {
+            file: file.clone(),
+            message: "unknown format: name the file .csv, .jsonl or .parquet, or pass --format".into(),
+        })?;
+        let size = std::fs::metadata(file).map_err(|e| ImportError::File { file: file.clone(), message: format!("cannot open: {e}") })?.len();
+        total_bytes += size;
+        sources.push((file.clone(), format, size));
+    }
+
+    let mut writer = store.writer(request.table, &store.stamp(request.context.pseudonymizer.key_id()));
+    let mut report = ImportReport::default();
+    let mut done_bytes = 0u64;
+    for (file, format, size) in &sources {
+        let batches = read_ahead(file, *format).map_err(|e| ImportError::File { file: file.clone(), message: e.0 })?;
+        for raw in batches {
+            let RawBatch { batch, locations, unreadable, progress: frac } = raw.map_err(|e| ImportError::File { file: file.clone(), message: e.0 })?;
+            let converted = convert(request.table, &batch, &unreadable, &request.context)
+                .map_err(|e| ImportError::File { file: file.clone(), message: e.to_string() })?;
+            report.rows_read += batch.num_rows() as u64;
+            report.hashed_on_arrival += converted.hashed_on_arrival as u64;
+            report.rejected_total += converted.rejected.len() as u64;
+            for e in converted.rejected {
+                if report.rejected.len() < MAX_REPORTED_REJECTIONS {
+                    report.rejected.push(Rejection { file: file.clone(), location: locations.describe(e.row), column: e.column, message: e.message });
+                }
+            }
+            if !(request.strict && report.rejected_total > 0) {
+                writer.write(&converted.batch)?;
+            }
+            let fraction = if total_bytes == 0 { 1.0 } else { (done_bytes as f64 + frac * *size as f64) / total_bytes as f64 };
+            progress(Progress { file, fraction, rows: report.rows_read });
+        }
+        done_bytes += size;
+    }
+    if request.strict && report.rejected_total > 0 {
+        writer.abort();
+        return Ok(report);
+    }
+    report.rows_stored = writer.rows() as u64;
+    report.files_written = writer.finish().await?;
+    report.committed = true;
+    Ok(report)
+}
+
+/// Reads `file` on its own thread, a couple of batches ahead of the consumer.
+fn read_ahead(file: &Path, format: Format) -> Result<impl Iterator<Item = Result<RawBatch, ReadError>>, ReadError> {
+    let batches = raw::open(file, format)?;
+    let (tx, rx) = mpsc::sync_channel(2);
+    std::thread::Builder::new()
+        .name("tally-import-read".into())
+        .spawn(move || {
+            for b in batches {
+                if tx.send(b).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| ReadError(format!("cannot start a reader thread: {e}")))?;
+    Ok(rx.into_iter())
+}

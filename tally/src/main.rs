@@ -1,0 +1,101 @@
+//! `tally`: the command line. A thin dispatcher over the library crates.
+
+mod cmd_import;
+mod cmd_keys;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+/// Tally: server-side conversion capture and attribution that stays in the US.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Data directory (or object-store URL) holding the tables.
+    #[arg(long, global = true, env = "TALLY_DATA")]
+    data: Option<String>,
+    /// Config file (TOML); default `tally.toml` if present, else built-in defaults.
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The main job on embedded defaults: sample world → API → Parquet → attribution → report.
+    Demo(Pending),
+    /// Run the ingestion API (and, with --pg, the Postgres-wire SQL endpoint).
+    Serve(Pending),
+    /// Bulk-load conversions, touchpoints, spend or baseline from CSV, JSON lines or Parquet.
+    Import(cmd_import::ImportArgs),
+    /// Run the batch attribution and write the derived tables.
+    Attribute(Pending),
+    /// Run SQL over the catalog.
+    Sql(Pending),
+    /// Run a saved report.
+    Report(Pending),
+    /// Compare client vs server measurement, or pre vs post a cutover.
+    Compare(Pending),
+    /// Manage advertiser API keys.
+    #[command(subcommand)]
+    Keys(cmd_keys::KeysCommand),
+    /// Delete every row of a person (CCPA/CPRA deletion).
+    Forget(Pending),
+    /// Apply the policy's retention.
+    Retention(Pending),
+    /// Merge small Parquet files.
+    Compact(Pending),
+    /// Check storage integrity.
+    Verify(Pending),
+}
+
+/// Arguments of a command whose issue has not landed yet.
+#[derive(Debug, clap::Args)]
+struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let reason = format!("{e:#}").replace('\n', " ");
+            eprintln!("tally: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let settings = Settings::load(cli.data.as_deref(), cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Import(args) => runtime.block_on(cmd_import::run(&settings, args)),
+        Command::Keys(cmd) => cmd_keys::run(&settings, cmd),
+        Command::Demo(_) => pending("demo", 6),
+        Command::Serve(_) => pending("serve", 3),
+        Command::Attribute(_) => pending("attribute", 4),
+        Command::Sql(_) => pending("sql", 5),
+        Command::Report(_) => pending("report", 5),
+        Command::Compare(_) => pending("compare", 6),
+        Command::Forget(_) | Command::Retention(_) | Command::Compact(_) | Command::Verify(_) => {
+            anyhow::bail!("this command is not yet available in this build")
+        }
+    }
+}
+
+fn pending(command: &str, issue: u32) -> Result<()> {
+    anyhow::bail!("`tally {command}` is not yet available in this build (tracked in issue #{issue})")
+}

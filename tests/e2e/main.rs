@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `tally` binary against real files in a temporary data directory.
+
+mod import;
+mod keys;
+mod policy;
+mod privacy;
+mod support;
