@@ -15,7 +15,7 @@ pub use ident::{HashedId, IdField, PlaintextMode, PseudoId, Pseudonymizer};
 pub use keystore::{KeyStore, KeyStoreError, Principal};
 pub use paths::{AdvertiserId, DataRoot};
 pub use policy::{Policy, PolicyError};
-pub use schema::Table;
+pub use schema::{DerivedTable, Table};
 pub use store::{FileStamp, PartitionedWriter, Store, StoreError, WrittenFile};
 
 /// Any failure of this crate, by category.

@@ -165,6 +165,22 @@ impl PartitionPath {
         PartitionPath { table: table.name(), advertiser, date }
     }
 
+    /// The partition of derived `table` for `advertiser` on `date`.
+    pub fn derived(table: crate::schema::DerivedTable, advertiser: AdvertiserId, date: NaiveDate) -> PartitionPath {
+        PartitionPath { table: table.name(), advertiser, date }
+    }
+
+    /// The partition a data file path (relative to the data root) lies in, if it is one.
+    pub fn of_file(table: &'static str, path: &ObjectPath) -> Option<PartitionPath> {
+        let mut parts = path.parts();
+        if parts.next()?.as_ref() != table {
+            return None;
+        }
+        let advertiser = parts.next()?.as_ref().strip_prefix("advertiser_id=")?.parse().ok()?;
+        let date = NaiveDate::parse_from_str(parts.next()?.as_ref().strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+        Some(PartitionPath { table, advertiser, date })
+    }
+
     /// The advertiser.
     pub fn advertiser(&self) -> &AdvertiserId {
         &self.advertiser

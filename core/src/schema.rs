@@ -105,6 +105,95 @@ impl FromStr for Table {
     }
 }
 
+/// A table `tally attribute` derives from the base tables (SPEC section 5).
+///
+/// Derived tables are hive-partitioned like the base ones (`advertiser_id`, and `date` = the
+/// UTC date of `event_time`), and written by [`crate::Store::derived_writer`]. A run replaces
+/// the partitions of its window (see [`crate::Store::replace_files`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DerivedTable {
+    /// One row per distinct conversion: the winning copy's columns plus `conversion_key`, `sources`.
+    ConversionsDedup,
+    /// One row per credited touch (deterministic) or campaign (probabilistic), per model.
+    AttributedConversions,
+}
+
+impl DerivedTable {
+    /// Every derived table.
+    pub const ALL: [DerivedTable; 2] = [DerivedTable::ConversionsDedup, DerivedTable::AttributedConversions];
+
+    /// The SQL name, which is also the directory name under the data root.
+    pub fn name(self) -> &'static str {
+        match self {
+            DerivedTable::ConversionsDedup => "conversions_dedup",
+            DerivedTable::AttributedConversions => "attributed_conversions",
+        }
+    }
+
+    /// The columns SQL sees, in SPEC order.
+    pub fn schema(self) -> SchemaRef {
+        static SCHEMAS: LazyLock<[SchemaRef; 2]> = LazyLock::new(|| DerivedTable::ALL.map(build_derived_schema));
+        SCHEMAS[self as usize].clone()
+    }
+
+    /// The columns stored inside each Parquet file: the table schema less `advertiser_id`.
+    pub fn file_schema(self) -> SchemaRef {
+        static SCHEMAS: LazyLock<[SchemaRef; 2]> = LazyLock::new(|| {
+            DerivedTable::ALL.map(|t| {
+                let fields: Vec<_> = t.schema().fields().iter().filter(|f| f.name() != ADVERTISER_ID).cloned().collect();
+                Arc::new(Schema::new(fields))
+            })
+        });
+        SCHEMAS[self as usize].clone()
+    }
+
+    /// The hive partition columns, outermost first, with the type readers should give them.
+    pub fn partition_columns(self) -> [(&'static str, DataType); 2] {
+        [(ADVERTISER_ID, DataType::Utf8), (DATE, DataType::Date32)]
+    }
+
+    /// The column whose UTC date is the row's `date` partition.
+    pub fn partition_time_column(self) -> &'static str {
+        "event_time"
+    }
+}
+
+impl fmt::Display for DerivedTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn build_derived_schema(table: DerivedTable) -> SchemaRef {
+    use DataType::{Float64, Utf8};
+    let s = |name: &str, nullable| Field::new(name, Utf8, nullable);
+    let fields = match table {
+        DerivedTable::ConversionsDedup => {
+            let mut fields: Vec<Field> = Table::Conversions.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(s("conversion_key", false));
+            fields.push(s("sources", false));
+            fields
+        }
+        DerivedTable::AttributedConversions => vec![
+            s("advertiser_id", false),
+            s("conversion_key", false),
+            s("event_name", false),
+            Field::new("event_time", timestamp_type(), false),
+            s("model", false),
+            s("method", false),
+            s("match_key", false),
+            s("touch_id", true),
+            s("channel", true),
+            s("campaign_id", true),
+            Field::new("credit", Float64, false),
+            Field::new("value_credit", Float64, true),
+            Field::new("credit_low", Float64, true),
+            Field::new("credit_high", Float64, true),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
 /// `Timestamp(Microsecond, "UTC")`: every Tally timestamp.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -204,6 +293,21 @@ mod tests {
         );
         assert_eq!(names(Table::Spend), "advertiser_id,channel,campaign_id,date,spend,impressions,clicks,currency");
         assert_eq!(names(Table::Baseline), "advertiser_id,channel,campaign_id,date,conversions,value");
+    }
+
+    #[test]
+    fn derived_tables_follow_the_spec() {
+        let names = |t: DerivedTable| t.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>().join(",");
+        assert!(names(DerivedTable::ConversionsDedup).ends_with("jurisdiction,key_id,conversion_key,sources"));
+        assert_eq!(
+            names(DerivedTable::AttributedConversions),
+            "advertiser_id,conversion_key,event_name,event_time,model,method,match_key,touch_id,channel,campaign_id,\
+             credit,value_credit,credit_low,credit_high"
+        );
+        for t in DerivedTable::ALL {
+            assert_eq!(t.file_schema().fields().len(), t.schema().fields().len() - 1);
+            assert!(t.file_schema().field_with_name(ADVERTISER_ID).is_err());
+        }
     }
 
     #[test]

@@ -24,12 +24,13 @@ use object_store::path::Path as ObjectPath;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::keystore::sync_dir;
 use crate::paths::{AdvertiserId, DataFilePath, DataRoot, PartitionPath};
 use crate::policy::{Policy, PolicyError};
-use crate::schema::{ADVERTISER_ID, SCHEMA_VERSION, Table};
+use crate::schema::{ADVERTISER_ID, DerivedTable, SCHEMA_VERSION, Table};
 
 /// Microseconds in a day.
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -78,10 +79,27 @@ pub struct FileStamp {
     pub policy_sha256: String,
 }
 
-/// Parquet writer properties for every Tally file: zstd, 512k-row row groups, page statistics
-/// (for `event_time` pruning), and the `tally.*` key-value metadata.
-pub fn writer_properties(stamp: &FileStamp) -> WriterProperties {
-    WriterProperties::builder()
+/// Columns whose values are (nearly) unique per row: a dictionary would only be built to be
+/// abandoned, so they are written plain.
+const UNIQUE_COLUMNS: &[&str] = &["touch_id", "event_id", "order_id", "click_id", "em", "ph", "external_id"];
+
+/// Parquet writer properties for every Tally file of `table`: zstd, 512k-row row groups,
+/// row-group statistics on every column and page statistics on the time column (what query
+/// pruning uses), dictionaries only where values repeat, and the `tally.*` key-value metadata.
+pub fn writer_properties(table: Table, stamp: &FileStamp) -> WriterProperties {
+    layout_properties(Layout::Base(table), stamp)
+}
+
+fn layout_properties(table: Layout, stamp: &FileStamp) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from(table.partition_time_column()), EnabledStatistics::Page);
+    for column in UNIQUE_COLUMNS {
+        if table.schema().field_with_name(column).is_ok() {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+        }
+    }
+    b
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
         .set_max_row_group_row_count(Some(512 * 1024))
         .set_created_by(format!("tally {}", env!("CARGO_PKG_VERSION")))
@@ -92,6 +110,52 @@ pub fn writer_properties(stamp: &FileStamp) -> WriterProperties {
             KeyValue::new("tally.policy_sha256".into(), stamp.policy_sha256.clone()),
         ]))
         .build()
+}
+
+/// What a [`PartitionedWriter`] writes: a base table or a derived one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Base(Table),
+    Derived(DerivedTable),
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Base(t) => t.name(),
+            Layout::Derived(t) => t.name(),
+        }
+    }
+    fn schema(self) -> SchemaRef {
+        match self {
+            Layout::Base(t) => t.schema(),
+            Layout::Derived(t) => t.schema(),
+        }
+    }
+    fn file_schema(self) -> SchemaRef {
+        match self {
+            Layout::Base(t) => t.file_schema(),
+            Layout::Derived(t) => t.file_schema(),
+        }
+    }
+    fn partition_time_column(self) -> &'static str {
+        match self {
+            Layout::Base(t) => t.partition_time_column(),
+            Layout::Derived(t) => t.partition_time_column(),
+        }
+    }
+    fn partition(self, advertiser: AdvertiserId, date: NaiveDate) -> PartitionPath {
+        match self {
+            Layout::Base(t) => PartitionPath::new(t, advertiser, date),
+            Layout::Derived(t) => PartitionPath::derived(t, advertiser, date),
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A data root opened under a policy.
@@ -160,7 +224,62 @@ impl Store {
 
     /// A writer for `table` whose files carry `stamp`.
     pub fn writer(&self, table: Table, stamp: &FileStamp) -> PartitionedWriter {
-        PartitionedWriter::new(self.clone(), table, writer_properties(stamp))
+        PartitionedWriter::new(self.clone(), Layout::Base(table), writer_properties(table, stamp))
+    }
+
+    /// A writer for derived `table` whose files carry `stamp`.
+    pub fn derived_writer(&self, table: DerivedTable, stamp: &FileStamp) -> PartitionedWriter {
+        PartitionedWriter::new(self.clone(), Layout::Derived(table), layout_properties(Layout::Derived(table), stamp))
+    }
+
+    /// The data files of `table` in partitions dated `from..=to` (every advertiser), sorted.
+    pub async fn list_window_files(&self, table: &'static str, from: NaiveDate, to: NaiveDate) -> Result<Vec<ObjectPath>, StoreError> {
+        let files = self.list_files(table).await?;
+        Ok(files
+            .into_iter()
+            .filter(|f| PartitionPath::of_file(table, f).is_some_and(|p| p.date() >= from && p.date() <= to))
+            .collect())
+    }
+
+    /// Replaces a window's output: deletes `superseded` (listed by [`Store::list_window_files`]
+    /// *before* the new files were written and made visible), sparing any file in `keep`.
+    ///
+    /// The sequence write-new → finish → delete-old means readers see either the old files or
+    /// old and new together, never neither. A crash between the two leaves both visible (the
+    /// window's rows twice); re-running the same window repairs it, since the re-run lists and
+    /// deletes both. Returns how many files were deleted.
+    pub async fn replace_files(&self, superseded: &[ObjectPath], keep: &[WrittenFile]) -> Result<usize, StoreError> {
+        let keep: std::collections::BTreeSet<&ObjectPath> = keep.iter().map(|w| &w.path).collect();
+        let mut deleted = 0;
+        let mut dirs = std::collections::BTreeSet::new();
+        for path in superseded.iter().filter(|p| !keep.contains(p)) {
+            match &self.root {
+                DataRoot::Local(root) => {
+                    let full = root.join(path.as_ref());
+                    match fs::remove_file(&full) {
+                        Ok(()) => deleted += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => return Err(StoreError::Io { what: "cannot delete", path: full, source }),
+                    }
+                    if let Some(dir) = full.parent() {
+                        dirs.insert(dir.to_path_buf());
+                    }
+                }
+                DataRoot::Url { .. } => {
+                    self.objects.delete(path).await?;
+                    deleted += 1;
+                }
+            }
+        }
+        for dir in dirs {
+            // A partition left empty is removed, so a window that lost its rows leaves no trace.
+            if fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                let _ = fs::remove_dir(&dir);
+            } else {
+                sync_dir(&dir).map_err(|source| StoreError::Io { what: "cannot fsync directory", path: dir.clone(), source })?;
+            }
+        }
+        Ok(deleted)
     }
 
     /// A stamp for files written now with pseudonymization key `key_id`.
@@ -216,7 +335,7 @@ pub struct WrittenFile {
 /// writer (or [`PartitionedWriter::abort`]) removes the partial files.
 pub struct PartitionedWriter {
     store: Store,
-    table: Table,
+    table: Layout,
     props: WriterProperties,
     file_schema: SchemaRef,
     /// Positions of the file schema's columns in the table schema.
@@ -228,7 +347,7 @@ pub struct PartitionedWriter {
 }
 
 impl PartitionedWriter {
-    fn new(store: Store, table: Table, props: WriterProperties) -> PartitionedWriter {
+    fn new(store: Store, table: Layout, props: WriterProperties) -> PartitionedWriter {
         let schema = table.schema();
         let file_schema = table.file_schema();
         let projection = file_schema.fields().iter().map(|f| schema.index_of(f.name()).expect("file schema ⊂ table schema")).collect();
@@ -259,12 +378,20 @@ impl PartitionedWriter {
         if batch.schema().fields() != self.table.schema().fields() {
             return Err(StoreError::Schema(format!("batch does not have the `{}` table schema", self.table)));
         }
-        let groups = partition_rows(batch, self.table)?;
+        let groups = partition_rows(batch, self.table.partition_time_column())?;
         let projected = batch.project(&self.projection)?;
-        let whole = groups.len() == 1;
-        for ((advertiser, day), rows) in groups {
-            let part = if whole { projected.clone() } else { take_record_batch(&projected, &arrow::array::UInt32Array::from(rows))? };
-            self.write_partition(advertiser, day, &part)?;
+        if groups.len() == 1 {
+            let ((advertiser, day), _) = groups.into_iter().next().expect("one group");
+            self.write_partition(advertiser, day, &projected)?;
+        } else {
+            // One gather puts the rows in partition order; each partition is then a zero-copy slice.
+            let order: arrow::array::UInt32Array = groups.values().flatten().copied().collect();
+            let sorted = take_record_batch(&projected, &order)?;
+            let mut offset = 0;
+            for ((advertiser, day), rows) in groups {
+                self.write_partition(advertiser, day, &sorted.slice(offset, rows.len()))?;
+                offset += rows.len();
+            }
         }
         self.keep_memory_in_budget()
     }
@@ -291,7 +418,7 @@ impl PartitionedWriter {
     }
 
     fn create(&self, advertiser: &AdvertiserId, day: i32) -> Result<OpenFile, StoreError> {
-        let partition = PartitionPath::new(self.table, advertiser.clone(), day_to_date(day));
+        let partition = self.table.partition(advertiser.clone(), day_to_date(day));
         let path = partition.new_file();
         let sink = match self.store.root() {
             DataRoot::Local(root) => {
@@ -408,9 +535,9 @@ fn discard(sink: Sink) {
 }
 
 /// Groups row indices by `(advertiser_id, UTC day)`.
-fn partition_rows(batch: &RecordBatch, table: Table) -> Result<BTreeMap<(AdvertiserId, i32), Vec<u32>>, StoreError> {
+fn partition_rows(batch: &RecordBatch, time_column: &str) -> Result<BTreeMap<(AdvertiserId, i32), Vec<u32>>, StoreError> {
     let adv = batch.column_by_name(ADVERTISER_ID).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| StoreError::Schema("`advertiser_id` must be Utf8".into()))?;
-    let time_col = batch.column_by_name(table.partition_time_column()).ok_or_else(|| StoreError::Schema("partition time column missing".into()))?;
+    let time_col = batch.column_by_name(time_column).ok_or_else(|| StoreError::Schema("partition time column missing".into()))?;
     let days: Vec<i32> = if let Some(ts) = time_col.as_primitive_opt::<TimestampMicrosecondType>() {
         ts.values().iter().map(|t| t.div_euclid(MICROS_PER_DAY) as i32).collect()
     } else if let Some(d) = time_col.as_primitive_opt::<Date32Type>() {

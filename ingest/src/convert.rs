@@ -325,7 +325,38 @@ fn bad_type(col: &ArrayRef, name: &str, what: &'static str) -> ShapeError {
 }
 
 fn text_values(arr: &StringArray) -> impl Iterator<Item = Option<&str>> {
-    arr.iter().map(|v| v.map(str::trim).filter(|s| !s.is_empty()))
+    arr.iter().map(|v| v.and_then(clean))
+}
+
+/// The value without surrounding whitespace; `None` if blank. Most values need no trimming,
+/// which two byte checks establish.
+fn clean(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) if f.is_ascii_graphic() && l.is_ascii_graphic() => Some(s),
+        _ => Some(s.trim()).filter(|t| !t.is_empty()),
+    }
+}
+
+/// Whether a text column can be stored as it came: every value already clean (and lowercase
+/// when `lower`), and no missing value where one is required. Then no byte is copied.
+fn passes_through(text: &StringArray, lower: bool, required: bool) -> bool {
+    (!required || text.null_count() == 0)
+        && text.iter().flatten().all(|v| clean(v).is_some_and(|c| c.len() == v.len()) && !(lower && v.bytes().any(|c| c.is_ascii_uppercase())))
+}
+
+/// Normalizes each distinct value of a low-cardinality column once.
+struct Memo<'a, T> {
+    seen: std::collections::HashMap<&'a str, T>,
+}
+
+impl<'a, T: Clone> Memo<'a, T> {
+    fn new() -> Self {
+        Memo { seen: std::collections::HashMap::new() }
+    }
+    fn get(&mut self, v: &'a str, f: impl FnOnce(&str) -> T) -> T {
+        self.seen.entry(v).or_insert_with(|| f(v)).clone()
+    }
 }
 
 fn read_column(kind: Kind, name: &str, col: Option<&ArrayRef>, n: usize, ctx: &Context, errors: &mut Errors) -> Result<ArrayRef, ShapeError> {
@@ -342,6 +373,7 @@ fn read_column(kind: Kind, name: &str, col: Option<&ArrayRef>, n: usize, ctx: &C
                 }
                 Some(col) => {
                     let text = as_text(col, name, "advertiser ids")?;
+                    let mut valid = Memo::new();
                     for (row, v) in text_values(&text).enumerate() {
                         match (v, forced) {
                             (None, Some(f)) => b.append_value(f.as_str()),
@@ -353,8 +385,8 @@ fn read_column(kind: Kind, name: &str, col: Option<&ArrayRef>, n: usize, ctx: &C
                                 errors.set(row, name, format!("row belongs to advertiser `{v}`, not `{f}`"));
                                 b.append_null();
                             }
-                            (Some(v), _) => match v.parse::<AdvertiserId>() {
-                                Ok(a) => b.append_value(a.as_str()),
+                            (Some(v), _) => match valid.get(v, |v| v.parse::<AdvertiserId>().map(drop)) {
+                                Ok(()) => b.append_value(v),
                                 Err(e) => {
                                     errors.set(row, name, e);
                                     b.append_null();
@@ -370,9 +402,13 @@ fn read_column(kind: Kind, name: &str, col: Option<&ArrayRef>, n: usize, ctx: &C
             let lower = matches!(kind, Kind::Lower { .. });
             let mut b = StringBuilder::with_capacity(n, n * 16);
             match col {
+                None if required => return Err(ShapeError::Missing(name.to_owned())),
                 None => (0..n).for_each(|_| b.append_null()),
                 Some(col) => {
                     let text = as_text(col, name, "text")?;
+                    if passes_through(&text, lower, required) {
+                        return Ok(Arc::new(text));
+                    }
                     for (row, v) in text_values(&text).enumerate() {
                         match v {
                             None if required => {
@@ -392,10 +428,10 @@ fn read_column(kind: Kind, name: &str, col: Option<&ArrayRef>, n: usize, ctx: &C
             let mut b = StringBuilder::with_capacity(n, n * 8);
             let text = col.map(|c| as_text(c, name, "text")).transpose()?;
             for row in 0..n {
-                let v = text.as_ref().and_then(|t| t.is_valid(row).then(|| t.value(row).trim())).filter(|s| !s.is_empty());
-                match v.map(str::to_ascii_lowercase).or(default.map(str::to_owned)) {
-                    Some(v) if allowed.contains(&v.as_str()) => b.append_value(v),
-                    Some(_) => {
+                let v = text.as_ref().and_then(|t| t.is_valid(row).then(|| t.value(row))).and_then(clean).or(default);
+                match v.map(|v| allowed.iter().find(|a| a.eq_ignore_ascii_case(v))) {
+                    Some(Some(v)) => b.append_value(v),
+                    Some(None) => {
                         errors.set(row, name, format!("`{name}` must be one of {}", allowed.join(", ")));
                         b.append_null();
                     }
@@ -413,10 +449,12 @@ fn read_column(kind: Kind, name: &str, col: Option<&ArrayRef>, n: usize, ctx: &C
                 None => (0..n).for_each(|_| b.append_value(false)),
                 Some(col) => {
                     let text = as_text(col, name, "booleans")?;
+                    let is = |v: &str, words: [&str; 4]| words.iter().any(|w| w.eq_ignore_ascii_case(v));
                     for (row, v) in text_values(&text).enumerate() {
-                        match v.map(str::to_ascii_lowercase).as_deref() {
-                            None | Some("false" | "0" | "f" | "no") => b.append_value(false),
-                            Some("true" | "1" | "t" | "yes") => b.append_value(true),
+                        match v {
+                            None => b.append_value(false),
+                            Some(v) if is(v, ["false", "0", "f", "no"]) => b.append_value(false),
+                            Some(v) if is(v, ["true", "1", "t", "yes"]) => b.append_value(true),
                             Some(_) => {
                                 errors.set(row, name, format!("`{name}` must be true or false"));
                                 b.append_value(false);
@@ -485,15 +523,16 @@ fn read_column(kind: Kind, name: &str, col: Option<&ArrayRef>, n: usize, ctx: &C
         Kind::Currency { required } => {
             let mut b = StringBuilder::with_capacity(n, n * 3);
             let text = col.map(|c| as_text(c, name, "currency codes")).transpose()?;
+            let mut codes = Memo::new();
             for row in 0..n {
-                let v = text.as_ref().and_then(|t| t.is_valid(row).then(|| t.value(row).trim())).filter(|s| !s.is_empty());
+                let v = text.as_ref().and_then(|t| t.is_valid(row).then(|| t.value(row))).and_then(clean);
                 match v {
                     None if required => {
                         errors.set(row, name, format!("`{name}` is required"));
                         b.append_null();
                     }
                     None => b.append_null(),
-                    Some(v) => match currency(v) {
+                    Some(v) => match codes.get(v, currency) {
                         Some(code) => b.append_value(code),
                         None => {
                             errors.set(row, name, format!("`{name}` must be an ISO 4217 code such as USD"));
@@ -510,8 +549,9 @@ fn read_column(kind: Kind, name: &str, col: Option<&ArrayRef>, n: usize, ctx: &C
                 None => (0..n).for_each(|_| b.append_null()),
                 Some(col) => {
                     let text = as_text(col, name, "US states")?;
+                    let mut states = Memo::new();
                     for (row, v) in text_values(&text).enumerate() {
-                        match v.map(|s| ident::plain_low_cardinality(IdField::St, s)) {
+                        match v.map(|v| states.get(v, |v| ident::plain_low_cardinality(IdField::St, v))) {
                             None => b.append_null(),
                             Some(Ok(s)) => b.append_value(s),
                             Some(Err(e)) => {

@@ -8,9 +8,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use tally_core::schema::Table;
-use tally_core::{Store, WrittenFile};
+use arrow::array::RecordBatch;
+use tally_core::{PartitionedWriter, Store, WrittenFile};
 
 use crate::convert::{Context, convert};
 use crate::raw::{self, Format, RawBatch, ReadError};
@@ -112,15 +114,57 @@ pub async fn import(store: &Store, request: &ImportRequest, mut progress: impl F
         sources.push((file.clone(), format, size));
     }
 
-    let mut writer = store.writer(request.table, &store.stamp(request.context.pseudonymizer.key_id()));
+    let writer = store.writer(request.table, &store.stamp(request.context.pseudonymizer.key_id()));
+    let (to_writer, batches_in) = mpsc::sync_channel::<RecordBatch>(2);
+    let write_thread = std::thread::Builder::new()
+        .name("tally-import-write".into())
+        .spawn(move || write_all(writer, batches_in))
+        .map_err(|e| ImportError::File { file: PathBuf::new(), message: format!("cannot start a writer thread: {e}") })?;
+
     let mut report = ImportReport::default();
+    let read = read_convert(request, &sources, total_bytes, &to_writer, &mut report, &mut progress);
+    drop(to_writer);
+    let (writer, written) = write_thread.join().expect("the writer thread does not panic");
+    let t_write = written?;
+    let t_convert = read?;
+    if request.strict && report.rejected_total > 0 {
+        writer.abort();
+        return Ok(report);
+    }
+    report.rows_stored = writer.rows() as u64;
+    let t = Instant::now();
+    report.files_written = writer.finish().await?;
+    tracing::debug!(
+        convert_ms = t_convert.as_millis() as u64,
+        write_ms = t_write.as_millis() as u64,
+        finish_ms = t.elapsed().as_millis() as u64,
+        rows = report.rows_read,
+        "import phases (convert and write overlap)"
+    );
+    report.committed = true;
+    Ok(report)
+}
+
+/// Reads and validates every file, sending good rows to the writer; returns the time spent
+/// converting. Under `strict`, rows stop flowing at the first bad one (all are still checked).
+fn read_convert(
+    request: &ImportRequest,
+    sources: &[(PathBuf, Format, u64)],
+    total_bytes: u64,
+    to_writer: &mpsc::SyncSender<RecordBatch>,
+    report: &mut ImportReport,
+    progress: &mut impl FnMut(Progress<'_>),
+) -> Result<Duration, ImportError> {
+    let mut t_convert = Duration::ZERO;
     let mut done_bytes = 0u64;
-    for (file, format, size) in &sources {
+    for (file, format, size) in sources {
         let batches = read_ahead(file, *format).map_err(|e| ImportError::File { file: file.clone(), message: e.0 })?;
         for raw in batches {
             let RawBatch { batch, locations, unreadable, progress: frac } = raw.map_err(|e| ImportError::File { file: file.clone(), message: e.0 })?;
+            let t = Instant::now();
             let converted = convert(request.table, &batch, &unreadable, &request.context)
                 .map_err(|e| ImportError::File { file: file.clone(), message: e.to_string() })?;
+            t_convert += t.elapsed();
             report.rows_read += batch.num_rows() as u64;
             report.hashed_on_arrival += converted.hashed_on_arrival as u64;
             report.rejected_total += converted.rejected.len() as u64;
@@ -129,22 +173,29 @@ pub async fn import(store: &Store, request: &ImportRequest, mut progress: impl F
                     report.rejected.push(Rejection { file: file.clone(), location: locations.describe(e.row), column: e.column, message: e.message });
                 }
             }
-            if !(request.strict && report.rejected_total > 0) {
-                writer.write(&converted.batch)?;
+            if !(request.strict && report.rejected_total > 0) && to_writer.send(converted.batch).is_err() {
+                // The writer stopped on an error, which the caller reports.
+                return Ok(t_convert);
             }
             let fraction = if total_bytes == 0 { 1.0 } else { (done_bytes as f64 + frac * *size as f64) / total_bytes as f64 };
             progress(Progress { file, fraction, rows: report.rows_read });
         }
         done_bytes += size;
     }
-    if request.strict && report.rejected_total > 0 {
-        writer.abort();
-        return Ok(report);
+    Ok(t_convert)
+}
+
+/// The writer thread: writes every batch it receives; stops at the first error.
+fn write_all(mut writer: PartitionedWriter, batches: mpsc::Receiver<RecordBatch>) -> (PartitionedWriter, Result<Duration, tally_core::StoreError>) {
+    let mut spent = Duration::ZERO;
+    for batch in batches {
+        let t = Instant::now();
+        if let Err(e) = writer.write(&batch) {
+            return (writer, Err(e));
+        }
+        spent += t.elapsed();
     }
-    report.rows_stored = writer.rows() as u64;
-    report.files_written = writer.finish().await?;
-    report.committed = true;
-    Ok(report)
+    (writer, Ok(spent))
 }
 
 /// Reads `file` on its own thread, a couple of batches ahead of the consumer.

@@ -12,7 +12,9 @@ use tally_sample::{Format, WorldConfig, generate};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let out = args.next().ok_or("usage: generate OUT_DIR [csv|jsonl|parquet] [TOUCHPOINTS]")?;
+    let out = args
+        .next()
+        .ok_or("usage: generate OUT_DIR [csv|jsonl|parquet] [TOUCHPOINTS]")?;
     let format = match args.next().as_deref() {
         None | Some("parquet") => Format::Parquet,
         Some("csv") => Format::Csv,

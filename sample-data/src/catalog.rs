@@ -74,7 +74,10 @@ pub(crate) fn midnight_us(day: NaiveDate) -> i64 {
     day.and_time(NaiveTime::MIN).and_utc().timestamp_micros()
 }
 
-fn weighted(weights: impl IntoIterator<Item = f64>, what: &str) -> Result<WeightedIndex<f64>, Error> {
+fn weighted(
+    weights: impl IntoIterator<Item = f64>,
+    what: &str,
+) -> Result<WeightedIndex<f64>, Error> {
     WeightedIndex::new(weights).map_err(|e| Error::Internal(format!("weights of {what}: {e}")))
 }
 
@@ -115,11 +118,16 @@ impl Catalog {
                 for d in &days {
                     active[*d as usize] = true;
                 }
-                let adgroup_ids: Vec<String> =
-                    (1..=k.adgroups).map(|g| format!("{}_ag{g}", k.id)).collect();
+                let adgroup_ids: Vec<String> = (1..=k.adgroups)
+                    .map(|g| format!("{}_ag{g}", k.id))
+                    .collect();
                 let ad_ids = adgroup_ids
                     .iter()
-                    .map(|g| (1..=k.ads_per_adgroup).map(|a| format!("{g}_ad{a}")).collect())
+                    .map(|g| {
+                        (1..=k.ads_per_adgroup)
+                            .map(|a| format!("{g}_ad{a}"))
+                            .collect()
+                    })
                     .collect();
                 campaigns.push(CampaignRt {
                     channel: ci,

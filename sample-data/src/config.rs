@@ -199,7 +199,10 @@ pub struct CampaignConfig {
     pub ctr: f64,
     /// CPM or CPC billing.
     pub billing: Billing,
-    /// CPM (USD per 1,000 impressions) or CPC (USD per click).
+    /// CPM (USD per 1,000 impressions) or CPC (USD per click). These are *effective*
+    /// prices: simulated people convert far more often than real audiences (so that a
+    /// few thousand of them show measurable effects), and the default prices (CPM
+    /// $120–380, CPC $2.4–3.2) bring CPA and ROAS back to realistic ranges (ROAS ≈ 1.5–8).
     pub price: f64,
     /// Probability a click causes a conversion.
     pub click_cvr: f64,
@@ -299,10 +302,7 @@ impl WorldConfig {
     pub fn expected_touchpoints_per_user(&self) -> f64 {
         let mut total = 0.0;
         for channel in &self.channels {
-            let affinity: f64 = DEVICES
-                .iter()
-                .map(|(os, w)| w * channel.affinity(os))
-                .sum();
+            let affinity: f64 = DEVICES.iter().map(|(os, w)| w * channel.affinity(os)).sum();
             for campaign in &channel.campaigns {
                 let targeted: f64 = if campaign.states.is_empty() {
                     1.0
@@ -380,12 +380,21 @@ impl WorldConfig {
             ("opt_out_rate", self.opt_out_rate),
             ("server_id_rates.em", self.server_id_rates.em),
             ("server_id_rates.ph", self.server_id_rates.ph),
-            ("server_id_rates.external_id", self.server_id_rates.external_id),
+            (
+                "server_id_rates.external_id",
+                self.server_id_rates.external_id,
+            ),
             ("browser_em_rate", self.browser_em_rate),
             ("browser_click_id_rate", self.browser_click_id_rate),
             ("treated_id_rate_after", self.treated_id_rate_after),
-            ("treated_click_id_rate_after", self.treated_click_id_rate_after),
-            ("treated_platform_match_after", self.treated_platform_match_after),
+            (
+                "treated_click_id_rate_after",
+                self.treated_click_id_rate_after,
+            ),
+            (
+                "treated_platform_match_after",
+                self.treated_platform_match_after,
+            ),
         ];
         for (name, p) in probabilities {
             if !(0.0..=1.0).contains(&p) {
@@ -425,14 +434,22 @@ impl WorldConfig {
                 ("platform_match_rate", c.platform_match_rate),
             ] {
                 if !(0.0..=1.0).contains(&p) {
-                    return bad(format!("channel `{}`: `{name}` must be a probability", c.name));
+                    return bad(format!(
+                        "channel `{}`: `{name}` must be a probability",
+                        c.name
+                    ));
                 }
             }
-            if c.device_affinity.iter().any(|(_, m)| !m.is_finite() || *m < 0.0)
+            if c.device_affinity
+                .iter()
+                .any(|(_, m)| !m.is_finite() || *m < 0.0)
                 || !c.modeled_uplift.is_finite()
                 || c.modeled_uplift < 0.0
             {
-                return bad(format!("channel `{}`: multipliers must be non-negative", c.name));
+                return bad(format!(
+                    "channel `{}`: multipliers must be non-negative",
+                    c.name
+                ));
             }
             for k in &c.campaigns {
                 if k.id.is_empty() || campaign_ids.contains(&k.id.as_str()) {
@@ -442,9 +459,16 @@ impl WorldConfig {
                 if k.adgroups == 0 || k.ads_per_adgroup == 0 {
                     return bad(format!("campaign `{}` needs adgroups and ads", k.id));
                 }
-                for (name, p) in [("ctr", k.ctr), ("click_cvr", k.click_cvr), ("view_cvr", k.view_cvr)] {
+                for (name, p) in [
+                    ("ctr", k.ctr),
+                    ("click_cvr", k.click_cvr),
+                    ("view_cvr", k.view_cvr),
+                ] {
                     if !(0.0..=1.0).contains(&p) {
-                        return bad(format!("campaign `{}`: `{name}` must be a probability", k.id));
+                        return bad(format!(
+                            "campaign `{}`: `{name}` must be a probability",
+                            k.id
+                        ));
                     }
                 }
                 for (name, v) in [
@@ -455,7 +479,10 @@ impl WorldConfig {
                     ("active_to", k.active_to),
                 ] {
                     if !v.is_finite() || v < 0.0 {
-                        return bad(format!("campaign `{}`: `{name}` must be non-negative", k.id));
+                        return bad(format!(
+                            "campaign `{}`: `{name}` must be non-negative",
+                            k.id
+                        ));
                     }
                 }
             }
@@ -523,28 +550,28 @@ fn affinity(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
 /// default cutover (day 45 of 61), and the treated (TikTok) and control (Google)
 /// channels deliver at a steady level across it (TikTok's back-to-school campaign hands
 /// over to a fall launch at 60% of the window), so their true conversions are flat.
+#[rustfmt::skip]
 pub fn default_channels() -> Vec<ChannelConfig> {
     use Billing::{Cpc, Cpm};
-    let social_ids = IdRates {
-        em: 0.85,
-        ph: 0.85,
-        external_id: 0.85,
-    };
+    let ids = |em, ph, external_id| IdRates { em, ph, external_id };
+    let social = ids(0.85, 0.85, 0.85);
+    // campaign(id, flight as window fractions, weekend weight, states, impressions/day, ctr,
+    //          billing, price, (click_cvr, view_cvr))
     vec![
         ChannelConfig {
             name: "tiktok".into(),
             click_id_style: ClickIdStyle::Tiktok,
             reach: 0.55,
             device_affinity: affinity(&[("ios", 1.3), ("android", 1.2), ("windows", 0.4), ("macos", 0.5)]),
-            touch_id_rates: social_ids,
+            touch_id_rates: social,
             click_id_rate: 0.70,
             platform_match_rate: 0.85,
-            modeled_uplift: 1.15,
+            modeled_uplift: 1.4,
             campaigns: vec![
-                campaign("tt_spark_ads", (0.0, 1.0), 1.2, &[], 0.09, 0.03, Cpm, 6.0, (0.18, 0.007)),
-                campaign("tt_retargeting", (0.1, 1.0), 1.2, &[], 0.05, 0.045, Cpm, 9.0, (0.25, 0.01)),
-                campaign("tt_back_to_school", (0.0, 0.6), 1.3, &["ca", "tx", "fl"], 0.08, 0.035, Cpm, 5.0, (0.16, 0.006)),
-                campaign("tt_fall_launch", (0.6, 1.0), 1.3, &["ca", "tx", "fl"], 0.08, 0.035, Cpm, 5.5, (0.16, 0.006)),
+                campaign("tt_spark_ads",        (0.0, 1.0),  1.2, &[],                      0.09, 0.03,  Cpm, 320.0, (0.18, 0.007)),
+                campaign("tt_retargeting",      (0.1, 1.0),  1.2, &[],                      0.05, 0.045, Cpm, 380.0, (0.25, 0.01)),
+                campaign("tt_back_to_school",   (0.0, 0.6),  1.3, &["ca", "tx", "fl"],      0.08, 0.035, Cpm, 300.0, (0.16, 0.006)),
+                campaign("tt_fall_launch",      (0.6, 1.0),  1.3, &["ca", "tx", "fl"],      0.08, 0.035, Cpm, 310.0, (0.16, 0.006)),
             ],
         },
         ChannelConfig {
@@ -552,15 +579,15 @@ pub fn default_channels() -> Vec<ChannelConfig> {
             click_id_style: ClickIdStyle::Meta,
             reach: 0.80,
             device_affinity: affinity(&[("ios", 1.1), ("android", 1.1), ("windows", 0.8), ("macos", 0.8)]),
-            touch_id_rates: social_ids,
+            touch_id_rates: social,
             click_id_rate: 0.75,
             platform_match_rate: 0.90,
-            modeled_uplift: 1.20,
+            modeled_uplift: 1.45,
             campaigns: vec![
-                campaign("fb_prospecting", (0.0, 1.0), 1.1, &[], 0.08, 0.025, Cpm, 11.0, (0.16, 0.006)),
-                campaign("fb_retargeting", (0.0, 1.0), 1.1, &[], 0.04, 0.04, Cpm, 14.0, (0.25, 0.01)),
-                campaign("fb_advantage_plus", (0.3, 1.0), 1.1, &[], 0.05, 0.03, Cpm, 10.0, (0.2, 0.008)),
-                campaign("fb_flash_sale", (0.45, 0.62), 1.5, &["ny", "pa", "il", "oh"], 0.12, 0.04, Cpm, 8.0, (0.22, 0.008)),
+                campaign("fb_prospecting",      (0.0, 1.0),  1.1, &[],                      0.08, 0.025, Cpm, 260.0, (0.16, 0.006)),
+                campaign("fb_retargeting",      (0.0, 1.0),  1.1, &[],                      0.04, 0.04,  Cpm, 320.0, (0.25, 0.01)),
+                campaign("fb_advantage_plus",   (0.3, 1.0),  1.1, &[],                      0.05, 0.03,  Cpm, 300.0, (0.2, 0.008)),
+                campaign("fb_flash_sale",       (0.45, 0.62), 1.5, &["ny", "pa", "il", "oh"], 0.12, 0.04, Cpm, 350.0, (0.22, 0.008)),
             ],
         },
         ChannelConfig {
@@ -568,14 +595,14 @@ pub fn default_channels() -> Vec<ChannelConfig> {
             click_id_style: ClickIdStyle::Google,
             reach: 0.70,
             device_affinity: affinity(&[("ios", 0.8), ("android", 0.9), ("windows", 1.4), ("macos", 1.3)]),
-            touch_id_rates: social_ids,
+            touch_id_rates: social,
             click_id_rate: 0.80,
             platform_match_rate: 0.90,
-            modeled_uplift: 1.05,
+            modeled_uplift: 1.2,
             campaigns: vec![
-                campaign("gg_brand_search", (0.0, 1.0), 0.8, &[], 0.03, 0.15, Cpc, 0.6, (0.3, 0.0)),
-                campaign("gg_nonbrand_search", (0.0, 1.0), 0.8, &[], 0.05, 0.07, Cpc, 1.8, (0.15, 0.0)),
-                campaign("gg_pmax", (0.0, 1.0), 1.0, &[], 0.06, 0.02, Cpm, 4.0, (0.14, 0.003)),
+                campaign("gg_brand_search",     (0.0, 1.0),  0.8, &[],                      0.03, 0.15,  Cpc, 2.4,   (0.3, 0.0)),
+                campaign("gg_nonbrand_search",  (0.0, 1.0),  0.8, &[],                      0.05, 0.07,  Cpc, 3.2,   (0.15, 0.0)),
+                campaign("gg_pmax",             (0.0, 1.0),  1.0, &[],                      0.06, 0.02,  Cpm, 120.0, (0.14, 0.003)),
             ],
         },
         ChannelConfig {
@@ -583,17 +610,13 @@ pub fn default_channels() -> Vec<ChannelConfig> {
             click_id_style: ClickIdStyle::Snap,
             reach: 0.30,
             device_affinity: affinity(&[("ios", 1.5), ("android", 1.1), ("windows", 0.2), ("macos", 0.3)]),
-            touch_id_rates: IdRates {
-                em: 0.8,
-                ph: 0.8,
-                external_id: 0.6,
-            },
+            touch_id_rates: ids(0.8, 0.8, 0.6),
             click_id_rate: 0.60,
             platform_match_rate: 0.80,
-            modeled_uplift: 1.25,
+            modeled_uplift: 1.5,
             campaigns: vec![
-                campaign("sc_stories", (0.0, 0.8), 1.3, &[], 0.06, 0.02, Cpm, 4.0, (0.1, 0.003)),
-                campaign("sc_dynamic_ads", (0.5, 1.0), 1.3, &[], 0.04, 0.03, Cpm, 6.0, (0.14, 0.005)),
+                campaign("sc_stories",          (0.0, 0.8),  1.3, &[],                      0.06, 0.02,  Cpm, 210.0, (0.1, 0.003)),
+                campaign("sc_dynamic_ads",      (0.5, 1.0),  1.3, &[],                      0.04, 0.03,  Cpm, 280.0, (0.14, 0.005)),
             ],
         },
     ]

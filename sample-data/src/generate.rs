@@ -85,10 +85,19 @@ pub fn generate(config: &WorldConfig, out_dir: &Path, format: Format) -> Result<
 }
 
 /// The writer thread: one sink per table; files are finished only on `Msg::Done`.
-fn write_all(rx: Receiver<Msg>, config: &WorldConfig, out_dir: &Path, format: Format) -> Result<TableRows, Error> {
+fn write_all(
+    rx: Receiver<Msg>,
+    config: &WorldConfig,
+    out_dir: &Path,
+    format: Format,
+) -> Result<TableRows, Error> {
     let mut sinks = BTreeMap::new();
     for table in Table::ALL {
-        let fmt = if table == Table::Truth { Format::Parquet } else { format };
+        let fmt = if table == Table::Truth {
+            Format::Parquet
+        } else {
+            format
+        };
         let schema = table_schema(table, config.plaintext_identifiers);
         let path = out_dir.join(table.file_name(format));
         sinks.insert(table, Sink::create(&path, fmt, schema, config.seed)?);
@@ -112,7 +121,9 @@ fn write_all(rx: Receiver<Msg>, config: &WorldConfig, out_dir: &Path, format: Fo
         for sink in sinks.into_values() {
             sink.abandon();
         }
-        return Err(Error::Internal("generation stopped before completion".into()));
+        return Err(Error::Internal(
+            "generation stopped before completion".into(),
+        ));
     }
     let mut rows = TableRows::default();
     for (table, sink) in sinks {
@@ -134,7 +145,12 @@ fn send(tx: &SyncSender<Msg>, table: Table, batch: RecordBatch) -> Result<(), Er
 }
 
 /// Simulates every advertiser's users and sends their rows.
-fn produce(config: &WorldConfig, catalog: &Catalog, tx: &SyncSender<Msg>, summary: &mut Summary) -> Result<(), Error> {
+fn produce(
+    config: &WorldConfig,
+    catalog: &Catalog,
+    tx: &SyncSender<Msg>,
+    summary: &mut Summary,
+) -> Result<(), Error> {
     let plaintext = config.plaintext_identifiers;
     let mut conversions = ConversionRows::new(plaintext);
     let mut touches = TouchRows::new(plaintext);
@@ -142,7 +158,10 @@ fn produce(config: &WorldConfig, catalog: &Catalog, tx: &SyncSender<Msg>, summar
     let mut world = UserWorld::new();
     let batch_rows = config.batch_rows;
     for channel in &catalog.channels {
-        summary.conversions_by_channel.entry(channel.name.clone()).or_default();
+        summary
+            .conversions_by_channel
+            .entry(channel.name.clone())
+            .or_default();
     }
 
     for (adv_index, advertiser) in config.advertisers.iter().enumerate() {
@@ -167,7 +186,8 @@ fn produce(config: &WorldConfig, catalog: &Catalog, tx: &SyncSender<Msg>, summar
             }
         }
         summary.users += config.users as u64;
-        let mut noise = ChaCha8Rng::seed_from_u64(mix64(config.seed ^ 0xba5e_11e0 ^ adv_index as u64));
+        let mut noise =
+            ChaCha8Rng::seed_from_u64(mix64(config.seed ^ 0xba5e_11e0 ^ adv_index as u64));
         ledger.emit(advertiser, catalog, &mut noise, &mut daily)?;
     }
     if touches.rows() > 0 {

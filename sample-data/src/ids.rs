@@ -77,7 +77,12 @@ fn push_base64url(out: &mut String, bytes: &[u8]) {
 
 /// A click id in the style of `style`: `code` makes it unique, `noise` makes it look
 /// like the real thing, `click_ms` is the click time (Meta's `fbc` embeds it).
-pub(crate) fn click_id(style: crate::ClickIdStyle, code: u64, noise: u128, click_ms: i64) -> String {
+pub(crate) fn click_id(
+    style: crate::ClickIdStyle,
+    code: u64,
+    noise: u128,
+    click_ms: i64,
+) -> String {
     use crate::ClickIdStyle as S;
     let mut bytes = [0u8; 24];
     bytes[..8].copy_from_slice(&code.to_be_bytes());
@@ -123,7 +128,9 @@ mod tests {
 
     #[test]
     fn mix64_is_injective_on_a_sample() {
-        let mut seen: Vec<u64> = (0..100_000u64).map(|i| unique_code(SALT_TOUCH, 3, i >> 4, i & 15)).collect();
+        let mut seen: Vec<u64> = (0..100_000u64)
+            .map(|i| unique_code(SALT_TOUCH, 3, i >> 4, i & 15))
+            .collect();
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), 100_000);
@@ -139,7 +146,10 @@ mod tests {
         assert_eq!(p.external_id, "cust-000123");
         let h = sha256_hex(&p.email);
         assert_eq!(h.len(), 64);
-        assert!(h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(
+            h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
         assert_eq!(
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

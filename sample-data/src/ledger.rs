@@ -6,10 +6,10 @@
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+use crate::Error;
 use crate::catalog::Catalog;
 use crate::sim::UserWorld;
 use crate::tables::DailyRows;
-use crate::Error;
 
 #[derive(Clone, Copy, Default)]
 struct SpendCell {
@@ -61,7 +61,13 @@ impl Ledger {
     /// Writes spend rows (one per campaign per active day, plus any day with delivery)
     /// and baseline rows (the same days plus any day with claims). Baseline numbers are
     /// claims × the platform's modeled uplift × log-normal noise (σ = 0.15), 2 decimals.
-    pub(crate) fn emit(&self, advertiser: &str, cat: &Catalog, rng: &mut ChaCha8Rng, out: &mut DailyRows) -> Result<(), Error> {
+    pub(crate) fn emit(
+        &self,
+        advertiser: &str,
+        cat: &Catalog,
+        rng: &mut ChaCha8Rng,
+        out: &mut DailyRows,
+    ) -> Result<(), Error> {
         let noise = Normal::new(0.0, 0.15).map_err(|e| Error::Internal(e.to_string()))?;
         for (ki, k) in cat.campaigns.iter().enumerate() {
             let channel = &cat.channels[k.channel];
@@ -72,7 +78,15 @@ impl Ledger {
                 let date = cat.date(day);
                 if delivered {
                     let spend = (s.spend * 1e6).round() / 1e6;
-                    out.push_spend(advertiser, &channel.name, &k.id, date, spend, s.impressions, s.clicks);
+                    out.push_spend(
+                        advertiser,
+                        &channel.name,
+                        &k.id,
+                        date,
+                        spend,
+                        s.impressions,
+                        s.clicks,
+                    );
                 }
                 let z: f64 = noise.sample(rng);
                 let factor = channel.modeled_uplift * z.exp();

@@ -123,7 +123,9 @@ mod sink;
 mod summary;
 mod tables;
 
-pub use config::{Billing, CampaignConfig, ChannelConfig, ClickIdStyle, IdRates, WorldConfig, default_channels};
+pub use config::{
+    Billing, CampaignConfig, ChannelConfig, ClickIdStyle, IdRates, WorldConfig, default_channels,
+};
 pub use error::Error;
 pub use generate::generate;
 pub use schema::{Format, Table, table_schema, timestamp_type};

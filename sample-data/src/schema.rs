@@ -90,7 +90,11 @@ fn utf8(name: &str, nullable: bool) -> Field {
 
 fn identifier_fields(plaintext: bool) -> [Field; 3] {
     if plaintext {
-        [utf8("email", true), utf8("phone", true), utf8("external_id", true)]
+        [
+            utf8("email", true),
+            utf8("phone", true),
+            utf8("external_id", true),
+        ]
     } else {
         [
             utf8("em_sha256", true),

@@ -105,6 +105,7 @@ pub(crate) struct Simulator<'a> {
     config: &'a WorldConfig,
     catalog: &'a Catalog,
     advertiser: usize,
+    advertiser_id: &'a str,
     activity: Gamma<f64>,
     order_value: LogNormal<f64>,
     click_window: i64,
@@ -134,13 +135,22 @@ fn round_to(x: f64, digits: i32) -> f64 {
 }
 
 impl<'a> Simulator<'a> {
-    pub(crate) fn new(config: &'a WorldConfig, catalog: &'a Catalog, advertiser: usize) -> Result<Self, Error> {
+    pub(crate) fn new(
+        config: &'a WorldConfig,
+        catalog: &'a Catalog,
+        advertiser: usize,
+    ) -> Result<Self, Error> {
+        let advertiser_id = config
+            .advertisers
+            .get(advertiser)
+            .map_or("", String::as_str);
         let sigma: f64 = 0.6;
         let mu = config.mean_order_value.ln() - sigma * sigma / 2.0;
         Ok(Simulator {
             config,
             catalog,
             advertiser,
+            advertiser_id,
             activity: Gamma::new(2.0, 0.5).map_err(|e| Error::Internal(e.to_string()))?,
             order_value: LogNormal::new(mu, sigma).map_err(|e| Error::Internal(e.to_string()))?,
             click_window: i64::from(config.click_window_days) * DAY,
@@ -149,7 +159,12 @@ impl<'a> Simulator<'a> {
     }
 
     /// Simulates user `user` into `out` (cleared first).
-    pub(crate) fn simulate(&self, user: u64, rng: &mut ChaCha8Rng, out: &mut UserWorld) -> Result<(), Error> {
+    pub(crate) fn simulate(
+        &self,
+        user: u64,
+        rng: &mut ChaCha8Rng,
+        out: &mut UserWorld,
+    ) -> Result<(), Error> {
         out.touches.clear();
         out.conversions.clear();
         out.claims.clear();
@@ -205,7 +220,9 @@ impl<'a> Simulator<'a> {
         let mut click_seq = 0u64;
         for (ki, k) in cat.campaigns.iter().enumerate() {
             let exposure = reach[k.channel];
-            let Some(sampler) = &k.day_sampler else { continue };
+            let Some(sampler) = &k.day_sampler else {
+                continue;
+            };
             if exposure <= 0.0 || !k.targeted[state] {
                 continue;
             }
@@ -218,7 +235,8 @@ impl<'a> Simulator<'a> {
                 let ad = rng.random_range(0..k.ad_ids[adgroup as usize].len()) as u16;
                 let jitter: f64 = rng.random_range(0.7..1.3);
                 let clicked = rng.random::<f64>() < k.ctr;
-                let click_delay = SECOND + (rng.random::<f64>().max(1e-12).ln() * -20.0 * SECOND as f64) as i64;
+                let click_delay =
+                    SECOND + (rng.random::<f64>().max(1e-12).ln() * -20.0 * SECOND as f64) as i64;
                 let click_jitter: f64 = rng.random_range(0.6..1.4);
                 let noise: u128 = rng.random();
                 if t >= cat.end_us {
@@ -268,7 +286,9 @@ impl<'a> Simulator<'a> {
             }
         }
         if out.touches.len() as u64 >= 1 << SEQ_BITS {
-            return Err(Error::Internal(format!("user {user} has more than 2^20 touches")));
+            return Err(Error::Internal(format!(
+                "user {user} has more than 2^20 touches"
+            )));
         }
         // Stable: ties keep generation order, so the result is deterministic.
         out.touches.sort_by_key(|t| t.time);
@@ -280,7 +300,11 @@ impl<'a> Simulator<'a> {
             let separated = channel.treated && touch.time >= cat.cutover_us;
             for (bit, rate) in [(EM, pre.em), (PH, pre.ph), (EXT, pre.external_id)] {
                 let u: f64 = rng.random();
-                let actual = if separated { self.config.treated_id_rate_after } else { rate };
+                let actual = if separated {
+                    self.config.treated_id_rate_after
+                } else {
+                    rate
+                };
                 if u < rate {
                     touch.ids_cf |= bit;
                 }
@@ -293,7 +317,13 @@ impl<'a> Simulator<'a> {
     }
 
     /// Causal, organic and test conversions, sorted by time.
-    fn conversions(&self, user: u64, rng: &mut ChaCha8Rng, organic: f64, out: &mut UserWorld) -> Result<(), Error> {
+    fn conversions(
+        &self,
+        user: u64,
+        rng: &mut ChaCha8Rng,
+        organic: f64,
+        out: &mut UserWorld,
+    ) -> Result<(), Error> {
         let cat = self.catalog;
         let cfg = self.config;
         let mut found: Vec<(i64, Option<usize>, bool)> = Vec::new();
@@ -332,7 +362,9 @@ impl<'a> Simulator<'a> {
         }
         found.retain(|(t, _, _)| *t < cat.end_us);
         if found.len() as u64 >= 1 << SEQ_BITS {
-            return Err(Error::Internal(format!("user {user} has more than 2^20 conversions")));
+            return Err(Error::Internal(format!(
+                "user {user} has more than 2^20 conversions"
+            )));
         }
         found.sort_by_key(|(t, _, _)| *t);
 
@@ -358,7 +390,8 @@ impl<'a> Simulator<'a> {
             let u_click: f64 = rng.random();
             let u_browser_em: f64 = rng.random();
             let u_browser_click: f64 = rng.random();
-            let offset = SECOND / 2 + (rng.random::<f64>().max(1e-12).ln() * -40.0 * SECOND as f64) as i64;
+            let offset =
+                SECOND / 2 + (rng.random::<f64>().max(1e-12).ln() * -40.0 * SECOND as f64) as i64;
             let opt_out = rng.random::<f64>() < cfg.opt_out_rate;
 
             // Did the causal click's id reach the site? With and without the separation.
@@ -368,7 +401,11 @@ impl<'a> Simulator<'a> {
                     let channel = &cat.channels[cat.campaigns[usize::from(touch.campaign)].channel];
                     let pre = channel.click_id_rate;
                     let separated = channel.treated && touch.time >= cat.cutover_us;
-                    let actual = if separated { cfg.treated_click_id_rate_after } else { pre };
+                    let actual = if separated {
+                        cfg.treated_click_id_rate_after
+                    } else {
+                        pre
+                    };
                     (u_click < actual, u_click < pre)
                 }
                 _ => (false, false),
@@ -392,8 +429,10 @@ impl<'a> Simulator<'a> {
             }
             let click = (in_server && captured) || (in_browser && browser_click);
             let click_cf = (in_server && captured_cf) || (in_browser && browser_click_cf);
-            let matchable = self.matchable(&out.touches, time, merged, cause.filter(|_| click), false);
-            let matchable_cf = self.matchable(&out.touches, time, merged, cause.filter(|_| click_cf), true);
+            let matchable =
+                self.matchable(&out.touches, time, merged, cause.filter(|_| click), false);
+            let matchable_cf =
+                self.matchable(&out.touches, time, merged, cause.filter(|_| click_cf), true);
 
             let event_code = ids::unique_code(SALT_EVENT, self.advertiser, user, seq as u64);
             out.conversions.push(Conversion {
@@ -412,7 +451,7 @@ impl<'a> Simulator<'a> {
                 opt_out,
                 ids_lost: matchable_cf && !matchable,
                 event_id: format!("ev_{event_code:016x}"),
-                order_id: format!("ord-{user:07}-{seq:02}"),
+                order_id: format!("ord-{}-{user:07}-{seq:02}", self.advertiser_id),
             });
         }
         Ok(())
@@ -420,7 +459,14 @@ impl<'a> Simulator<'a> {
 
     /// Would deterministic matching (SPEC §6.2–6.3, default windows) find a touch for a
     /// conversion at `time` carrying `ids` (and the click id of touch `click_of`)?
-    fn matchable(&self, touches: &[Touch], time: i64, ids: u8, click_of: Option<usize>, cf: bool) -> bool {
+    fn matchable(
+        &self,
+        touches: &[Touch],
+        time: i64,
+        ids: u8,
+        click_of: Option<usize>,
+        cf: bool,
+    ) -> bool {
         let end = touches.partition_point(|t| t.time <= time);
         for j in (0..end).rev() {
             let t = &touches[j];
@@ -428,7 +474,11 @@ impl<'a> Simulator<'a> {
             if age > self.click_window.max(self.view_window) {
                 break;
             }
-            let window = if t.click { self.click_window } else { self.view_window };
+            let window = if t.click {
+                self.click_window
+            } else {
+                self.view_window
+            };
             if age > window {
                 continue;
             }
@@ -471,7 +521,9 @@ impl<'a> Simulator<'a> {
                         view = Some(k);
                     }
                 }
-                let Some(campaign) = click.or(view) else { continue };
+                let Some(campaign) = click.or(view) else {
+                    continue;
+                };
                 let rate = if channel.treated && bt >= cat.cutover_us {
                     self.config.treated_platform_match_after
                 } else {

@@ -11,8 +11,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 
 use crate::{Error, Format};
 
@@ -23,7 +23,7 @@ const DATE_FORMAT: &str = "%Y-%m-%d";
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 enum Inner {
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    Csv(Box<arrow::csv::Writer<BufWriter<File>>>),
     Jsonl(arrow::json::LineDelimitedWriter<BufWriter<File>>),
     Parquet(Box<ArrowWriter<BufWriter<File>>>),
 }
@@ -52,7 +52,12 @@ fn parquet_properties(seed: u64) -> Result<WriterProperties, Error> {
 
 impl Sink {
     /// Opens `path` (through a `.tmp` sibling) for batches of `schema`.
-    pub(crate) fn create(path: &Path, format: Format, schema: SchemaRef, seed: u64) -> Result<Self, Error> {
+    pub(crate) fn create(
+        path: &Path,
+        format: Format,
+        schema: SchemaRef,
+        seed: u64,
+    ) -> Result<Self, Error> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -70,7 +75,7 @@ impl Sink {
                     .build(out);
                 // Write the header even if no row follows.
                 w.write(&RecordBatch::new_empty(schema))?;
-                Inner::Csv(w)
+                Inner::Csv(Box::new(w))
             }
             Format::Jsonl => Inner::Jsonl(
                 arrow::json::WriterBuilder::new()
@@ -113,7 +118,7 @@ impl Sink {
     /// Finishes the file, syncs it and renames it to its final path; returns its rows.
     pub(crate) fn finish(self) -> Result<u64, Error> {
         let out = match self.inner {
-            Inner::Csv(w) => w.into_inner(),
+            Inner::Csv(w) => (*w).into_inner(),
             Inner::Jsonl(mut w) => {
                 w.finish()?;
                 w.into_inner()

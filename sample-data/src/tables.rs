@@ -129,12 +129,16 @@ impl ConversionRows {
     }
 
     /// Appends every copy of every conversion of `world`, and its truth row.
-    pub(crate) fn push_user(&mut self, advertiser: &str, source: &str, cat: &Catalog, world: &UserWorld) {
+    pub(crate) fn push_user(
+        &mut self,
+        advertiser: &str,
+        source: &str,
+        cat: &Catalog,
+        world: &UserWorld,
+    ) {
         let p = &world.profile;
         for c in &world.conversions {
-            let click_id = c
-                .cause
-                .and_then(|i| world.touches[i].click_id.as_deref());
+            let click_id = c.cause.and_then(|i| world.touches[i].click_id.as_deref());
             let event_id = c.has_event_id.then_some(c.event_id.as_str());
             let mut copies: [Option<Copy<'_>>; 2] = [None, None];
             if c.in_server {
@@ -313,7 +317,8 @@ impl TouchRows {
             self.touch_id.append_value(&t.touch_id);
             self.channel.append_value(&cat.channels[k.channel].name);
             self.campaign_id.append_value(&k.id);
-            self.adgroup_id.append_value(&k.adgroup_ids[usize::from(t.adgroup)]);
+            self.adgroup_id
+                .append_value(&k.adgroup_ids[usize::from(t.adgroup)]);
             self.ad_id
                 .append_value(&k.ad_ids[usize::from(t.adgroup)][usize::from(t.ad)]);
             self.touch_type

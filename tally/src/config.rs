@@ -28,8 +28,9 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// Resolves `--data` and `--config` (default `tally.toml` if present).
-    pub(crate) fn load(data: Option<&str>, config: Option<&Path>) -> Result<Settings> {
+    /// Resolves `--data` (else the config's `data`, else `default_data`) and `--config`
+    /// (default `tally.toml` if present).
+    pub(crate) fn load(data: Option<&str>, config: Option<&Path>, default_data: &str) -> Result<Settings> {
         let default_config = Path::new("tally.toml");
         let (file, base) = match config {
             Some(path) => (read_config(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
@@ -42,7 +43,7 @@ impl Settings {
             (None, Some(table)) => Policy::from_toml(&toml::to_string(table)?)?,
             (None, None) => Policy::builtin(),
         };
-        let data = data.map(str::to_owned).or(file.data).unwrap_or_else(|| "./tally-data".to_owned());
+        let data = data.map(str::to_owned).or(file.data).unwrap_or_else(|| default_data.to_owned());
         let root = DataRoot::parse(&data).map_err(anyhow::Error::msg)?;
         Ok(Settings { root, policy })
     }

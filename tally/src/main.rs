@@ -1,7 +1,10 @@
 //! `tally`: the command line. A thin dispatcher over the library crates.
 
+mod cmd_attribute;
+mod cmd_demo;
 mod cmd_import;
 mod cmd_keys;
+mod cmd_sample;
 mod config;
 
 use std::path::PathBuf;
@@ -11,6 +14,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
+
+// Arrow and Parquet allocate and free large buffers per batch; mimalloc reuses them instead
+// of faulting in fresh pages (as datafusion-cli does).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Tally: server-side conversion capture and attribution that stays in the US.
 #[derive(Debug, Parser)]
@@ -28,14 +36,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The main job on embedded defaults: sample world → API → Parquet → attribution → report.
-    Demo(Pending),
+    /// The main job on embedded defaults (data in ./tally-demo unless --data is given).
+    Demo(cmd_demo::DemoArgs),
     /// Run the ingestion API (and, with --pg, the Postgres-wire SQL endpoint).
     Serve(Pending),
     /// Bulk-load conversions, touchpoints, spend or baseline from CSV, JSON lines or Parquet.
     Import(cmd_import::ImportArgs),
     /// Run the batch attribution and write the derived tables.
-    Attribute(Pending),
+    Attribute(cmd_attribute::AttributeArgs),
     /// Run SQL over the catalog.
     Sql(Pending),
     /// Run a saved report.
@@ -53,6 +61,8 @@ enum Command {
     Compact(Pending),
     /// Check storage integrity.
     Verify(Pending),
+    /// Generate the seeded sample advertiser world (import format, with its ground truth).
+    Sample(cmd_sample::SampleArgs),
 }
 
 /// Arguments of a command whose issue has not landed yet.
@@ -79,14 +89,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let settings = Settings::load(cli.data.as_deref(), cli.config.as_deref())?;
+    let default_data = if matches!(cli.command, Command::Demo(_)) { "./tally-demo" } else { "./tally-data" };
+    let settings = Settings::load(cli.data.as_deref(), cli.config.as_deref(), default_data)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Import(args) => runtime.block_on(cmd_import::run(&settings, args)),
         Command::Keys(cmd) => cmd_keys::run(&settings, cmd),
-        Command::Demo(_) => pending("demo", 6),
+        Command::Demo(args) => runtime.block_on(cmd_demo::run(&settings, args)),
+        Command::Sample(args) => cmd_sample::run(args),
         Command::Serve(_) => pending("serve", 3),
-        Command::Attribute(_) => pending("attribute", 4),
+        Command::Attribute(args) => runtime.block_on(cmd_attribute::run(&settings, args)),
         Command::Sql(_) => pending("sql", 5),
         Command::Report(_) => pending("report", 5),
         Command::Compare(_) => pending("compare", 6),

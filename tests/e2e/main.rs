@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `tally` binary against real files in a temporary data directory.
 
+mod duckdb;
 mod import;
 mod keys;
 mod policy;
 mod privacy;
+mod sample;
 mod support;

@@ -10,16 +10,29 @@ use crate::*;
 fn csv_jsonl_and_parquet_hold_the_same_rows() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let formats = [Format::Parquet, Format::Csv, Format::Jsonl];
-    let config = WorldConfig { users: 150, ..small(21) };
+    let config = WorldConfig {
+        users: 150,
+        ..small(21)
+    };
     for (dir, format) in dirs.iter().zip(formats) {
         generate(&config, dir.path(), format).unwrap();
     }
-    for table in [Table::Conversions, Table::Touchpoints, Table::Spend, Table::Baseline] {
+    for table in [
+        Table::Conversions,
+        Table::Touchpoints,
+        Table::Spend,
+        Table::Baseline,
+    ] {
         let parquet = read(dirs[0].path(), table, Format::Parquet, false);
         assert!(parquet.num_rows() > 0, "{} is empty", table.name());
         for (dir, format) in dirs.iter().zip(formats).skip(1) {
             let other = read(dir.path(), table, format, false);
-            assert_eq!(parquet.num_rows(), other.num_rows(), "{} rows in {format:?}", table.name());
+            assert_eq!(
+                parquet.num_rows(),
+                other.num_rows(),
+                "{} rows in {format:?}",
+                table.name()
+            );
             for (c, field) in parquet.schema().fields().iter().enumerate() {
                 assert_eq!(
                     parquet.column(c).as_ref(),
@@ -36,7 +49,15 @@ fn csv_jsonl_and_parquet_hold_the_same_rows() {
 #[test]
 fn text_formats_use_rfc3339_and_exact_headers() {
     let dir = tempfile::tempdir().unwrap();
-    generate(&WorldConfig { users: 50, ..small(22) }, dir.path(), Format::Csv).unwrap();
+    generate(
+        &WorldConfig {
+            users: 50,
+            ..small(22)
+        },
+        dir.path(),
+        Format::Csv,
+    )
+    .unwrap();
     let text = std::fs::read_to_string(dir.path().join("conversions.csv")).unwrap();
     let mut lines = text.lines();
     let header = lines.next().unwrap();
@@ -55,15 +76,30 @@ fn text_formats_use_rfc3339_and_exact_headers() {
     assert!(is_rfc3339_micros(time), "event_time {time}");
     let spend = std::fs::read_to_string(dir.path().join("spend.csv")).unwrap();
     let date = spend.lines().nth(1).unwrap().split(',').nth(3).unwrap();
-    assert!(date.len() == 10 && date.as_bytes()[4] == b'-', "date {date}");
+    assert!(
+        date.len() == 10 && date.as_bytes()[4] == b'-',
+        "date {date}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    generate(&WorldConfig { users: 50, ..small(22) }, dir.path(), Format::Jsonl).unwrap();
+    generate(
+        &WorldConfig {
+            users: 50,
+            ..small(22)
+        },
+        dir.path(),
+        Format::Jsonl,
+    )
+    .unwrap();
     let text = std::fs::read_to_string(dir.path().join("touchpoints.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     let time = first["touch_time"].as_str().unwrap();
     assert!(is_rfc3339_micros(time), "touch_time {time}");
-    assert_eq!(first.as_object().unwrap().len(), 15, "every column, nulls explicit");
+    assert_eq!(
+        first.as_object().unwrap().len(),
+        15,
+        "every column, nulls explicit"
+    );
 }
 
 fn is_rfc3339_micros(s: &str) -> bool {
@@ -80,9 +116,15 @@ fn is_rfc3339_micros(s: &str) -> bool {
 fn plaintext_mode_emits_plaintext_columns_hashing_to_the_hashed_mode() {
     let hashed_dir = tempfile::tempdir().unwrap();
     let plain_dir = tempfile::tempdir().unwrap();
-    let config = WorldConfig { users: 100, ..small(23) };
+    let config = WorldConfig {
+        users: 100,
+        ..small(23)
+    };
     generate(&config, hashed_dir.path(), Format::Parquet).unwrap();
-    let plain = WorldConfig { plaintext_identifiers: true, ..config };
+    let plain = WorldConfig {
+        plaintext_identifiers: true,
+        ..config
+    };
     generate(&plain, plain_dir.path(), Format::Csv).unwrap();
 
     for table in [Table::Conversions, Table::Touchpoints] {
@@ -90,10 +132,16 @@ fn plaintext_mode_emits_plaintext_columns_hashing_to_the_hashed_mode() {
         let h = read(hashed_dir.path(), table, Format::Parquet, false);
         let schema = p.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert!(names.contains(&"email") && names.contains(&"phone") && names.contains(&"external_id"));
+        assert!(
+            names.contains(&"email") && names.contains(&"phone") && names.contains(&"external_id")
+        );
         assert!(!names.iter().any(|n| n.ends_with("_sha256")), "{names:?}");
         assert_eq!(p.num_rows(), h.num_rows());
-        for (plain_col, hash_col) in [("email", "em_sha256"), ("phone", "ph_sha256"), ("external_id", "external_id_sha256")] {
+        for (plain_col, hash_col) in [
+            ("email", "em_sha256"),
+            ("phone", "ph_sha256"),
+            ("external_id", "external_id_sha256"),
+        ] {
             let (pv, hv) = (strs(&p, plain_col), strs(&h, hash_col));
             let mut present = 0;
             for (a, b) in pv.iter().zip(&hv) {
@@ -102,8 +150,18 @@ fn plaintext_mode_emits_plaintext_columns_hashing_to_the_hashed_mode() {
                     assert_eq!(&hex::encode(Sha256::digest(a.as_bytes())), b);
                     present += 1;
                     match plain_col {
-                        "email" => assert!(a.starts_with("user") && a.ends_with("@example.com") && a == &a.to_lowercase(), "{a}"),
-                        "phone" => assert!(a.len() == 11 && a.starts_with('1') && a.bytes().all(|c| c.is_ascii_digit()), "{a}"),
+                        "email" => assert!(
+                            a.starts_with("user")
+                                && a.ends_with("@example.com")
+                                && a == &a.to_lowercase(),
+                            "{a}"
+                        ),
+                        "phone" => assert!(
+                            a.len() == 11
+                                && a.starts_with('1')
+                                && a.bytes().all(|c| c.is_ascii_digit()),
+                            "{a}"
+                        ),
                         _ => assert!(a.starts_with("cust-"), "{a}"),
                     }
                 }
@@ -112,8 +170,18 @@ fn plaintext_mode_emits_plaintext_columns_hashing_to_the_hashed_mode() {
         }
     }
     // The hashed files hold 64-char lowercase hex.
-    let h = read(hashed_dir.path(), Table::Touchpoints, Format::Parquet, false);
+    let h = read(
+        hashed_dir.path(),
+        Table::Touchpoints,
+        Format::Parquet,
+        false,
+    );
     for v in strs(&h, "em_sha256").into_iter().flatten().take(100) {
-        assert!(v.len() == 64 && v.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{v}");
+        assert!(
+            v.len() == 64
+                && v.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+            "{v}"
+        );
     }
 }

@@ -11,9 +11,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use arrow::array::{
-    Array, AsArray, RecordBatch,
-};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Date32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use chrono::NaiveDate;
@@ -33,7 +31,11 @@ pub(crate) fn small(seed: u64) -> WorldConfig {
 pub(crate) fn read(dir: &Path, table: Table, format: Format, plaintext: bool) -> RecordBatch {
     let path = dir.join(table.file_name(format));
     let schema = table_schema(table, plaintext);
-    let format = if table == Table::Truth { Format::Parquet } else { format };
+    let format = if table == Table::Truth {
+        Format::Parquet
+    } else {
+        format
+    };
     let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let batches: Vec<RecordBatch> = match format {
         Format::Parquet => ParquetRecordBatchReaderBuilder::try_new(file)
@@ -55,7 +57,12 @@ pub(crate) fn read(dir: &Path, table: Table, format: Format, plaintext: bool) ->
             .unwrap(),
     };
     let batch = concat_batches(&schema, &batches).unwrap();
-    assert_eq!(batch.schema().fields(), schema.fields(), "{}", path.display());
+    assert_eq!(
+        batch.schema().fields(),
+        schema.fields(),
+        "{}",
+        path.display()
+    );
     batch
 }
 
@@ -64,7 +71,9 @@ pub(crate) fn world_file(dir: &Path) -> WorldFile {
 }
 
 pub(crate) fn strs(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
-    let col = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    let col = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     let a = col.as_string::<i32>();
     (0..a.len())
         .map(|i| a.is_valid(i).then(|| a.value(i).to_owned()))
@@ -72,7 +81,10 @@ pub(crate) fn strs(b: &RecordBatch, name: &str) -> Vec<Option<String>> {
 }
 
 pub(crate) fn str_req(b: &RecordBatch, name: &str) -> Vec<String> {
-    strs(b, name).into_iter().map(|s| s.expect("non-null")).collect()
+    strs(b, name)
+        .into_iter()
+        .map(|s| s.expect("non-null"))
+        .collect()
 }
 
 pub(crate) fn times(b: &RecordBatch, name: &str) -> Vec<i64> {
@@ -84,15 +96,27 @@ pub(crate) fn times(b: &RecordBatch, name: &str) -> Vec<i64> {
 }
 
 pub(crate) fn f64s(b: &RecordBatch, name: &str) -> Vec<f64> {
-    b.column_by_name(name).unwrap().as_primitive::<Float64Type>().values().to_vec()
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .values()
+        .to_vec()
 }
 
 pub(crate) fn i64s(b: &RecordBatch, name: &str) -> Vec<i64> {
-    b.column_by_name(name).unwrap().as_primitive::<Int64Type>().values().to_vec()
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
 }
 
 pub(crate) fn dates(b: &RecordBatch, name: &str) -> Vec<i32> {
-    b.column_by_name(name).unwrap().as_primitive::<Date32Type>().values().to_vec()
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Date32Type>()
+        .values()
+        .to_vec()
 }
 
 pub(crate) fn bools(b: &RecordBatch, name: &str) -> Vec<bool> {

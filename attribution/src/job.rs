@@ -1,0 +1,472 @@
+//! One attribution run: scan → dedup → index → sweep → paths → models → derived tables.
+//!
+//! The stages and what each holds in memory:
+//! 1. the window's conversion copies (± 2 days, so dedup sees every copy) are read and
+//!    deduplicated ([`crate::dedup`]); the window's distinct conversions stay in memory;
+//! 2. their identifiers are indexed and the touches stream past the index
+//!    ([`crate::sweep`]), one task per scan partition; only touches on some path are kept,
+//!    the others become journey steps ([`crate::journeys`], bounded by the memory pool);
+//! 3. pairs are grouped into paths (sorted by conversion, `touch_time`, `touch_id`; a touch
+//!    matched by several keys keeps its strongest), the Markov removal effects are solved per
+//!    advertiser ([`crate::markov`]), and the models' rows are written in chunks while the
+//!    deduplicated conversions are written on another thread;
+//! 4. the window's previous output is deleted once the new files are visible
+//!    ([`tally_core::Store::replace_files`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt32Array};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+use chrono::{Duration, NaiveDate};
+use tally_core::schema::{DerivedTable, Table};
+use tally_core::{PartitionedWriter, Store};
+use tracing::instrument;
+
+use crate::dedup::{dedup, to_table_schema};
+use crate::error::{Error, Result};
+use crate::journeys::{BUCKETS, StepBuffer, sweep_bucket};
+use crate::keys::MatchKey;
+use crate::markov::{Transitions, path_credits};
+use crate::models::{PathTouch, heuristic_credits};
+use crate::options::{DAY, Model, Options};
+use crate::scan;
+use crate::sweep::{ConversionIndex, Interner, MatchedTouch, SweepParams, sweep_partition};
+
+/// Conversions attributed per output chunk.
+const CHUNK_CONVERSIONS: usize = 64 * 1024;
+
+/// Where a run is, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A stage started.
+    Stage(&'static str),
+    /// Touches scanned so far, of about `total` in the window's partitions (0 if unknown).
+    Touches {
+        /// Scanned so far.
+        scanned: usize,
+    },
+}
+
+/// What a run did, for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The window attributed (UTC dates, inclusive); `None` when the store has no conversions.
+    pub window: Option<(NaiveDate, NaiveDate)>,
+    /// Non-test conversion copies (server and browser) of the window's conversions.
+    pub copies: usize,
+    /// Distinct conversions after dedup.
+    pub conversions: usize,
+    /// Copies merged into another copy by dedup.
+    pub merged: usize,
+    /// Distinct conversions seen by the server only, the browser only, both.
+    pub sources: BTreeMap<String, usize>,
+    /// Conversions by the strongest key their path matched on.
+    pub matched_by_key: BTreeMap<&'static str, usize>,
+    /// Conversions with an empty path (no deterministic row).
+    pub unmatched: usize,
+    /// Touches read from the window's lookback range.
+    pub touches_scanned: usize,
+    /// Touches on at least one path.
+    pub path_touches: usize,
+    /// Non-converting paths fed to the Markov model.
+    pub journeys: usize,
+    /// Journey steps that went through spill files.
+    pub spilled_steps: usize,
+    /// Sum of credit per `(model, channel)`.
+    pub credit: BTreeMap<(Model, String), f64>,
+    /// Markov removal effect per `(advertiser, channel)`.
+    pub removal_effects: BTreeMap<(String, String), f64>,
+    /// Rows written per derived table.
+    pub rows: BTreeMap<&'static str, usize>,
+    /// Files of the window's previous output deleted.
+    pub replaced_files: usize,
+    /// Seconds per stage.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// Runs the deterministic attribution for `options` and writes `conversions_dedup` and
+/// `attributed_conversions` for the window, replacing what a previous run wrote there.
+#[instrument(skip_all)]
+pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<dyn Fn(Progress) + Send + Sync>) -> Result<Summary> {
+    options.validate()?;
+    let mut summary = Summary::default();
+    let mut clock = Instant::now();
+    let mut lap = |summary: &mut Summary, name: &'static str| {
+        summary.timings.push((name, clock.elapsed().as_secs_f64()));
+        clock = Instant::now();
+    };
+    let Some((from, to)) = window(store, options).await? else { return Ok(summary) };
+    summary.window = Some((from, to));
+    let from_us = micros(from);
+    let to_end_us = micros(to) + DAY;
+    let (ctx, pool) = scan::session(store, options)?;
+
+    // 1. Dedup.
+    progress(Progress::Stage("reading and deduplicating conversions"));
+    let df = scan::conversions(&ctx, from - Duration::days(2), to + Duration::days(2)).await?;
+    let batches = df.collect().await?;
+    let batches = batches.iter().map(|b| to_table_schema(b, &Table::Conversions.schema())).collect::<Result<Vec<_>>>()?;
+    let copies = concat_batches(&Table::Conversions.schema(), &batches)?;
+    drop(batches);
+    let deduped = dedup(&copies)?;
+    drop(copies);
+    let in_window: Vec<u32> = {
+        let t = deduped.batch.column_by_name("event_time").expect("schema").as_primitive::<TimestampMicrosecondType>();
+        (0..t.len()).filter(|&i| (from_us..to_end_us).contains(&t.value(i))).map(|i| i as u32).collect()
+    };
+    let convs = arrow::compute::take_record_batch(&deduped.batch, &UInt32Array::from(in_window.clone()))?;
+    summary.copies = in_window.iter().map(|&i| deduped.copies[i as usize] as usize).sum();
+    drop(deduped);
+    summary.conversions = convs.num_rows();
+    summary.merged = summary.copies - summary.conversions;
+    for s in convs.column_by_name("sources").expect("schema").as_string::<i32>().iter().flatten() {
+        *summary.sources.entry(s.to_owned()).or_default() += 1;
+    }
+    lap(&mut summary, "dedup");
+
+    // 2. Index and sweep.
+    progress(Progress::Stage("matching touches"));
+    let mut advertisers = Interner::default();
+    let conv_adv: Vec<u32> = convs.column_by_name("advertiser_id").expect("schema").as_string::<i32>().iter().map(|a| advertisers.id(a.unwrap_or_default())).collect();
+    if advertisers.names.len() > usize::from(u16::MAX) {
+        return Err(Error::Input("more than 65,535 advertisers in one run".into()));
+    }
+    let index = Arc::new(ConversionIndex::build(&convs, &conv_adv)?);
+    let params = Arc::new(SweepParams { click_window: options.click_window, view_window: options.view_window, advertisers: advertisers.clone() });
+    let markov = options.models.contains(&Model::Markov);
+    let spill_dir = Arc::new(tempfile::Builder::new().prefix("tally-attribute-").tempdir().map_err(|e| Error::MemoryLimit(format!("cannot create a spill directory: {e}")))?);
+    let streams = scan::touchpoints(&ctx, from_us - options.max_window(), to_end_us).await?.execute_stream_partitioned().await?;
+    let scanned = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (p, stream) in streams.into_iter().enumerate() {
+        let steps = markov.then(|| StepBuffer::new(&pool, spill_dir.clone(), p));
+        let (scanned, progress) = (scanned.clone(), progress.clone());
+        let tick: Arc<dyn Fn(usize) + Send + Sync> = Arc::new(move |n| {
+            let s = scanned.fetch_add(n, Ordering::Relaxed) + n;
+            progress(Progress::Touches { scanned: s });
+        });
+        tasks.push(tokio::spawn(sweep_partition(stream, index.clone(), params.clone(), steps, tick)));
+    }
+    let mut parts = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        parts.push(t.await.map_err(|e| Error::Input(format!("sweep task failed: {e}")))??);
+    }
+    drop(index);
+    lap(&mut summary, "match");
+
+    // 3. Paths.
+    progress(Progress::Stage("building paths"));
+    let mut channels = Interner::default();
+    let mut campaigns = Interner::default();
+    let mut touches: Vec<MatchedTouch> = Vec::new();
+    let mut pairs: Vec<(u32, u32, u8)> = Vec::new();
+    let mut step_buffers = Vec::new();
+    let mut channel_maps = Vec::new();
+    for mut part in parts {
+        summary.touches_scanned += part.scanned;
+        let ch_map: Vec<u32> = part.channels.names.iter().map(|n| channels.id(n)).collect();
+        let ca_map: Vec<u32> = part.campaigns.names.iter().map(|n| campaigns.id(n)).collect();
+        let offset = touches.len() as u32;
+        touches.extend(part.touches.drain(..).map(|mut t| {
+            t.channel = ch_map[t.channel as usize];
+            t.campaign = ca_map[t.campaign as usize];
+            t
+        }));
+        pairs.extend(part.pairs.iter().map(|&(c, t, k)| (c, t + offset, k)));
+        if let Some(steps) = part.steps.take() {
+            summary.spilled_steps += steps.spilled_steps;
+            step_buffers.push(Mutex::new(steps));
+            channel_maps.push(ch_map.iter().map(|&c| c as u16).collect::<Vec<u16>>());
+        }
+    }
+    pairs.sort_unstable_by(|a, b| {
+        let (ta, tb) = (&touches[a.1 as usize], &touches[b.1 as usize]);
+        a.0.cmp(&b.0).then(ta.time.cmp(&tb.time)).then_with(|| ta.touch_id.cmp(&tb.touch_id)).then(a.2.cmp(&b.2))
+    });
+    // One entry per (conversion, touch_id): the first, i.e. the strongest key.
+    pairs.dedup_by(|b, a| a.0 == b.0 && touches[a.1 as usize].touch_id == touches[b.1 as usize].touch_id);
+    let mut offsets = vec![0u32; convs.num_rows() + 1];
+    for &(c, _, _) in &pairs {
+        offsets[c as usize + 1] += 1;
+    }
+    for i in 0..convs.num_rows() {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut on_path = vec![false; touches.len()];
+    for &(_, t, _) in &pairs {
+        on_path[t as usize] = true;
+    }
+    summary.path_touches = on_path.iter().filter(|&&b| b).count();
+    let path = |c: usize| &pairs[offsets[c] as usize..offsets[c + 1] as usize];
+    for c in 0..convs.num_rows() {
+        match path(c).iter().map(|p| p.2).min() {
+            Some(k) => *summary.matched_by_key.entry(MatchKey::from_u8(k).name()).or_default() += 1,
+            None => summary.unmatched += 1,
+        }
+    }
+    lap(&mut summary, "paths");
+
+    // Markov: transitions of converting paths, then of the journeys, per advertiser.
+    let n_channels = channels.names.len();
+    let mut effects: Vec<Vec<f64>> = Vec::new();
+    if markov {
+        progress(Progress::Stage("solving the markov model"));
+        let mut trans: Vec<Transitions> = (0..advertisers.names.len()).map(|_| Transitions::new(n_channels)).collect();
+        for c in 0..convs.num_rows() {
+            let p = path(c);
+            if !p.is_empty() {
+                trans[conv_adv[c] as usize].add_path(p.iter().map(|&(_, t, _)| touches[t as usize].channel as usize), true);
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let journeys = AtomicUsize::new(0);
+        let workers = options.target_partitions.clamp(1, BUCKETS);
+        let results: Vec<Result<Vec<Transitions>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<Vec<Transitions>> {
+                        let mut local: Vec<Transitions> = (0..advertisers.names.len()).map(|_| Transitions::new(n_channels)).collect();
+                        let mut steps = Vec::new();
+                        loop {
+                            let b = next.fetch_add(1, Ordering::Relaxed);
+                            if b >= BUCKETS {
+                                return Ok(local);
+                            }
+                            steps.clear();
+                            for (buf, map) in step_buffers.iter().zip(&channel_maps) {
+                                buf.lock().expect("not poisoned").take_bucket(b, map, &mut steps)?;
+                            }
+                            sweep_bucket(&mut steps, options.click_window, |adv, p| {
+                                journeys.fetch_add(1, Ordering::Relaxed);
+                                local[adv as usize].add_path(p.iter().copied(), false);
+                            });
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("markov worker panicked")).collect()
+        });
+        for r in results {
+            for (t, l) in trans.iter_mut().zip(r?) {
+                t.merge(&l);
+            }
+        }
+        summary.journeys = journeys.into_inner();
+        effects = trans.iter().map(Transitions::removal_effects).collect();
+        for (a, e) in effects.iter().enumerate() {
+            for (c, v) in e.iter().enumerate() {
+                if *v > 0.0 {
+                    summary.removal_effects.insert((advertisers.names[a].clone(), channels.names[c].clone()), *v);
+                }
+            }
+        }
+        lap(&mut summary, "markov");
+    }
+    drop(step_buffers);
+    drop(spill_dir);
+
+    // 4. Write.
+    progress(Progress::Stage("writing derived tables"));
+    let stamp = store.stamp(key_id);
+    let superseded_dedup = store.list_window_files(DerivedTable::ConversionsDedup.name(), from, to).await?;
+    let superseded_attr = store.list_window_files(DerivedTable::AttributedConversions.name(), from, to).await?;
+    let mut dedup_writer = store.derived_writer(DerivedTable::ConversionsDedup, &stamp);
+    let mut attr_writer = store.derived_writer(DerivedTable::AttributedConversions, &stamp);
+    let models: Vec<Model> = Model::ALL.into_iter().filter(|m| options.models.contains(m)).collect();
+    let ctx_out = OutputContext { convs: &convs, conv_adv: &conv_adv, touches: &touches, pairs: &pairs, offsets: &offsets, channels: &channels, campaigns: &campaigns, effects: &effects, models: &models, half_life: options.half_life };
+    let (dedup_result, attr_result) = std::thread::scope(|scope| {
+        let dedup_handle = scope.spawn(|| dedup_writer.write(&convs).map(|_| convs.num_rows()));
+        let attr = write_attributed(&ctx_out, &mut attr_writer, &mut summary.credit);
+        (dedup_handle.join().expect("dedup writer panicked"), attr)
+    });
+    summary.rows.insert(DerivedTable::ConversionsDedup.name(), dedup_result?);
+    summary.rows.insert(DerivedTable::AttributedConversions.name(), attr_result?);
+    let written_dedup = dedup_writer.finish().await?;
+    let written_attr = attr_writer.finish().await?;
+    summary.replaced_files += store.replace_files(&superseded_dedup, &written_dedup).await?;
+    summary.replaced_files += store.replace_files(&superseded_attr, &written_attr).await?;
+    lap(&mut summary, "write");
+    Ok(summary)
+}
+
+/// The window: the options' dates, defaulting to the first/last day with stored conversions.
+async fn window(store: &Store, options: &Options) -> Result<Option<(NaiveDate, NaiveDate)>> {
+    if let (Some(from), Some(to)) = (options.from, options.to) {
+        return Ok(Some((from, to)));
+    }
+    let files = store.list_files(Table::Conversions.name()).await?;
+    let dates: Vec<NaiveDate> = files.iter().filter_map(|f| tally_core::paths::PartitionPath::of_file("conversions", f)).map(|p| p.date()).collect();
+    let (Some(min), Some(max)) = (dates.iter().min().copied(), dates.iter().max().copied()) else {
+        return Ok(options.from.zip(options.to));
+    };
+    Ok(Some((options.from.unwrap_or(min), options.to.unwrap_or(max))))
+}
+
+fn micros(d: NaiveDate) -> i64 {
+    i64::from(tally_core::store::date_to_day(d)) * DAY
+}
+
+struct OutputContext<'a> {
+    convs: &'a RecordBatch,
+    conv_adv: &'a [u32],
+    touches: &'a [MatchedTouch],
+    pairs: &'a [(u32, u32, u8)],
+    offsets: &'a [u32],
+    channels: &'a Interner,
+    campaigns: &'a Interner,
+    effects: &'a [Vec<f64>],
+    models: &'a [Model],
+    half_life: i64,
+}
+
+/// Builds and writes `attributed_conversions`, `CHUNK_CONVERSIONS` conversions at a time.
+fn write_attributed(o: &OutputContext<'_>, writer: &mut PartitionedWriter, credit_sums: &mut BTreeMap<(Model, String), f64>) -> Result<usize> {
+    let adv = o.convs.column_by_name("advertiser_id").expect("schema").as_string::<i32>();
+    let key = o.convs.column_by_name("conversion_key").expect("schema").as_string::<i32>();
+    let name = o.convs.column_by_name("event_name").expect("schema").as_string::<i32>();
+    let time = o.convs.column_by_name("event_time").expect("schema").as_primitive::<TimestampMicrosecondType>();
+    let value = o.convs.column_by_name("value").expect("schema").as_primitive::<Float64Type>();
+    let mut sums: Vec<Vec<f64>> = vec![vec![0.0; o.channels.names.len()]; Model::ALL.len()];
+    let mut rows = 0;
+    let mut path_touches: Vec<PathTouch> = Vec::new();
+    let mut credits: Vec<f64> = Vec::new();
+    let mut channels: Vec<usize> = Vec::new();
+    let n = o.convs.num_rows();
+    let mut start = 0;
+    while start < n {
+        let end = (start + CHUNK_CONVERSIONS).min(n);
+        let mut b = RowBuilder::default();
+        for c in start..end {
+            let path = &o.pairs[o.offsets[c] as usize..o.offsets[c + 1] as usize];
+            if path.is_empty() {
+                continue;
+            }
+            path_touches.clear();
+            path_touches.extend(path.iter().map(|&(_, t, _)| {
+                let t = &o.touches[t as usize];
+                PathTouch { time: t.time, click: t.click, channel: t.channel as usize }
+            }));
+            let v = value.is_valid(c).then(|| value.value(c));
+            for &model in o.models {
+                if model == Model::Markov {
+                    channels.clear();
+                    channels.extend(path_touches.iter().map(|t| t.channel));
+                    path_credits(&channels, &o.effects[o.conv_adv[c] as usize], &mut credits);
+                } else {
+                    heuristic_credits(model, &path_touches, time.value(c), o.half_life, &mut credits);
+                }
+                for (&(_, t, k), &credit) in path.iter().zip(&credits) {
+                    if credit <= 0.0 {
+                        continue;
+                    }
+                    let touch = &o.touches[t as usize];
+                    sums[model as usize][touch.channel as usize] += credit;
+                    b.push(Row {
+                        adv: adv.value(c),
+                        key: key.value(c),
+                        event_name: name.value(c),
+                        event_time: time.value(c),
+                        model: model.name(),
+                        match_key: MatchKey::from_u8(k).name(),
+                        touch_id: &touch.touch_id,
+                        channel: &o.channels.names[touch.channel as usize],
+                        campaign: &o.campaigns.names[touch.campaign as usize],
+                        credit,
+                        value: v,
+                    });
+                }
+            }
+        }
+        rows += b.rows;
+        if b.rows > 0 {
+            writer.write(&b.finish()?)?;
+        }
+        start = end;
+    }
+    for (m, per_channel) in sums.iter().enumerate() {
+        for (ch, s) in per_channel.iter().enumerate() {
+            if *s != 0.0 {
+                *credit_sums.entry((Model::ALL[m], o.channels.names[ch].clone())).or_default() += s;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+struct Row<'a> {
+    adv: &'a str,
+    key: &'a str,
+    event_name: &'a str,
+    event_time: i64,
+    model: &'static str,
+    match_key: &'static str,
+    touch_id: &'a str,
+    channel: &'a str,
+    campaign: &'a str,
+    credit: f64,
+    value: Option<f64>,
+}
+
+#[derive(Default)]
+struct RowBuilder {
+    rows: usize,
+    adv: StringBuilder,
+    key: StringBuilder,
+    event_name: StringBuilder,
+    event_time: TimestampMicrosecondBuilder,
+    model: StringBuilder,
+    method: StringBuilder,
+    match_key: StringBuilder,
+    touch_id: StringBuilder,
+    channel: StringBuilder,
+    campaign: StringBuilder,
+    credit: Float64Builder,
+    value_credit: Float64Builder,
+    credit_low: Float64Builder,
+    credit_high: Float64Builder,
+}
+
+impl RowBuilder {
+    fn push(&mut self, r: Row<'_>) {
+        self.rows += 1;
+        self.adv.append_value(r.adv);
+        self.key.append_value(r.key);
+        self.event_name.append_value(r.event_name);
+        self.event_time.append_value(r.event_time);
+        self.model.append_value(r.model);
+        self.method.append_value("deterministic");
+        self.match_key.append_value(r.match_key);
+        self.touch_id.append_value(r.touch_id);
+        self.channel.append_value(r.channel);
+        self.campaign.append_value(r.campaign);
+        self.credit.append_value(r.credit);
+        self.value_credit.append_option(r.value.map(|v| v * r.credit));
+        // A deterministic credit is certain: its interval is the point.
+        self.credit_low.append_value(r.credit);
+        self.credit_high.append_value(r.credit);
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.adv.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.event_name.finish()),
+            Arc::new(self.event_time.finish().with_timezone("UTC")),
+            Arc::new(self.model.finish()),
+            Arc::new(self.method.finish()),
+            Arc::new(self.match_key.finish()),
+            Arc::new(self.touch_id.finish()),
+            Arc::new(self.channel.finish()),
+            Arc::new(self.campaign.finish()),
+            Arc::new(self.credit.finish()),
+            Arc::new(self.value_credit.finish()),
+            Arc::new(self.credit_low.finish()),
+            Arc::new(self.credit_high.finish()),
+        ];
+        Ok(RecordBatch::try_new(DerivedTable::AttributedConversions.schema(), columns)?)
+    }
+}

@@ -1,0 +1,241 @@
+//! The match: every eligible `(conversion, touch)` pair that shares an identifier, found in
+//! one pass over the touches — no range join.
+//!
+//! The window's conversions are exploded to `(identifier key, event_time)` entries, sorted
+//! once by `(key, time)`, and indexed by key (a hash map to each key's run of entries). Each
+//! touch, as it streams out of the Parquet scan (one task per scan partition), is exploded the
+//! same way; for each of its keys the run is binary-searched for the first conversion at or
+//! after `touch_time` and walked forward while the conversion is within the touch's window
+//! (click or view). Cost: one hash probe per touch identifier plus the pairs found. A touch
+//! that matched nothing becomes a journey step for the Markov model.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, StringViewArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::journeys::{Step, StepBuffer, tid_prefix};
+use crate::keys::{KeyMap, MatchKey, click_key, digest_key};
+
+/// Strings interned to small dense ids (advertisers, channels, campaigns).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Interner {
+    pub(crate) names: Vec<String>,
+    map: std::collections::HashMap<String, u32>,
+}
+
+impl Interner {
+    pub(crate) fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.map.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.to_owned());
+        self.map.insert(s.to_owned(), i);
+        i
+    }
+    pub(crate) fn get(&self, s: &str) -> Option<u32> {
+        self.map.get(s).copied()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    time: i64,
+    conv: u32,
+    adv: u32,
+}
+
+/// The window's conversions by identifier key.
+pub(crate) struct ConversionIndex {
+    entries: Vec<Entry>,
+    runs: KeyMap<u128, (u32, u32)>,
+}
+
+impl ConversionIndex {
+    /// Indexes the conversions of `batch` (the `conversions_dedup` schema); `adv[i]` is the
+    /// advertiser index of row `i`.
+    pub(crate) fn build(batch: &RecordBatch, adv: &[u32]) -> Result<ConversionIndex> {
+        let time = batch.column_by_name("event_time").expect("schema").as_primitive::<TimestampMicrosecondType>();
+        let mut keyed: Vec<(u128, Entry)> = Vec::with_capacity(batch.num_rows() * 3);
+        for kind in MatchKey::ALL {
+            let c = batch.column_by_name(kind.name()).expect("schema");
+            for i in 0..batch.num_rows() {
+                if c.is_null(i) {
+                    continue;
+                }
+                let key = match kind {
+                    MatchKey::ClickId => click_key(c.as_string::<i32>().value(i)),
+                    _ => digest_key(kind, c.as_fixed_size_binary().value(i)),
+                };
+                keyed.push((key, Entry { time: time.value(i), conv: i as u32, adv: adv[i] }));
+            }
+        }
+        keyed.sort_unstable_by_key(|(k, e)| (*k, e.time, e.conv));
+        let mut runs: KeyMap<u128, (u32, u32)> = KeyMap::default();
+        runs.reserve(keyed.len());
+        let mut start = 0;
+        for i in 1..=keyed.len() {
+            if i == keyed.len() || keyed[i].0 != keyed[start].0 {
+                runs.insert(keyed[start].0, (start as u32, (i - start) as u32));
+                start = i;
+            }
+        }
+        Ok(ConversionIndex { entries: keyed.into_iter().map(|(_, e)| e).collect(), runs })
+    }
+
+    /// Calls `hit(conv)` for each conversion of advertiser `adv` under `key` with
+    /// `time <= event_time <= time + window`.
+    #[inline]
+    fn probe(&self, key: u128, adv: u32, time: i64, window: i64, mut hit: impl FnMut(u32)) {
+        let Some(&(start, len)) = self.runs.get(&key) else { return };
+        let run = &self.entries[start as usize..(start + len) as usize];
+        let first = run.partition_point(|e| e.time < time);
+        for e in &run[first..] {
+            if e.time - time > window {
+                break;
+            }
+            if e.adv == adv {
+                hit(e.conv);
+            }
+        }
+    }
+}
+
+/// A touch that is on at least one conversion's path.
+#[derive(Debug, Clone)]
+pub(crate) struct MatchedTouch {
+    pub(crate) touch_id: String,
+    pub(crate) time: i64,
+    pub(crate) click: bool,
+    /// Partition-local channel id (global after [`remap`](SweepPart::remap)).
+    pub(crate) channel: u32,
+    /// Partition-local campaign id (global after remap).
+    pub(crate) campaign: u32,
+}
+
+/// What one scan partition found.
+pub(crate) struct SweepPart {
+    pub(crate) touches: Vec<MatchedTouch>,
+    /// `(conversion, index into touches, match key)`.
+    pub(crate) pairs: Vec<(u32, u32, u8)>,
+    pub(crate) channels: Interner,
+    pub(crate) campaigns: Interner,
+    pub(crate) steps: Option<StepBuffer>,
+    pub(crate) scanned: usize,
+}
+
+/// Fixed parameters of the sweep.
+pub(crate) struct SweepParams {
+    pub(crate) click_window: i64,
+    pub(crate) view_window: i64,
+    pub(crate) advertisers: Interner,
+}
+
+fn view(c: &ArrayRef) -> Result<StringViewArray> {
+    Ok(match c.data_type() {
+        DataType::Utf8View => c.as_string_view().clone(),
+        _ => cast(c, &DataType::Utf8View)?.as_string_view().clone(),
+    })
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| Error::Input(format!("touchpoints column `{name}` missing")))
+}
+
+/// Runs one scan partition through the index.
+pub(crate) async fn sweep_partition(
+    mut stream: SendableRecordBatchStream,
+    index: Arc<ConversionIndex>,
+    params: Arc<SweepParams>,
+    mut steps: Option<StepBuffer>,
+    progress: Arc<dyn Fn(usize) + Send + Sync>,
+) -> Result<SweepPart> {
+    let mut part = SweepPart { touches: Vec::new(), pairs: Vec::new(), channels: Interner::default(), campaigns: Interner::default(), steps: None, scanned: 0 };
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        sweep_batch(&batch, &index, &params, &mut part, steps.as_mut())?;
+        part.scanned += batch.num_rows();
+        progress(batch.num_rows());
+    }
+    if let Some(s) = steps.as_mut() {
+        s.seal()?;
+    }
+    part.steps = steps;
+    Ok(part)
+}
+
+fn sweep_batch(batch: &RecordBatch, index: &ConversionIndex, params: &SweepParams, part: &mut SweepPart, mut steps: Option<&mut StepBuffer>) -> Result<()> {
+    let adv = view(column(batch, "advertiser_id")?)?;
+    let touch_id = view(column(batch, "touch_id")?)?;
+    let channel = view(column(batch, "channel")?)?;
+    let campaign = view(column(batch, "campaign_id")?)?;
+    let touch_type = view(column(batch, "touch_type")?)?;
+    let click_id = view(column(batch, "click_id")?)?;
+    let time = column(batch, "touch_time")?.as_primitive::<TimestampMicrosecondType>().clone();
+    let digests: [&FixedSizeBinaryArray; 3] = [
+        column(batch, "em")?.as_fixed_size_binary(),
+        column(batch, "ph")?.as_fixed_size_binary(),
+        column(batch, "external_id")?.as_fixed_size_binary(),
+    ];
+    let digest_kinds = [MatchKey::Em, MatchKey::Ph, MatchKey::ExternalId];
+
+    let mut last_adv: Option<(String, Option<u32>)> = None;
+    let mut last_channel: Option<(String, u32)> = None;
+    let mut keys: [Option<u128>; 4] = [None; 4];
+    let mut hits: Vec<(u32, u8)> = Vec::new();
+    for i in 0..batch.num_rows() {
+        let a = adv.value(i);
+        let a = match &last_adv {
+            Some((name, id)) if name == a => *id,
+            _ => {
+                let id = params.advertisers.get(a);
+                last_adv = Some((a.to_owned(), id));
+                id
+            }
+        };
+        // Touches of advertisers without conversions in the window can neither match nor
+        // change any credit.
+        let Some(a) = a else { continue };
+        let t = time.value(i);
+        let click = touch_type.value(i) == "click";
+        let window = if click { params.click_window } else { params.view_window };
+        keys[0] = click_id.is_valid(i).then(|| click_key(click_id.value(i)));
+        for (k, (arr, kind)) in digests.iter().zip(digest_kinds).enumerate() {
+            keys[k + 1] = arr.is_valid(i).then(|| digest_key(kind, arr.value(i)));
+        }
+        hits.clear();
+        for (k, key) in keys.iter().enumerate() {
+            if let Some(key) = key {
+                index.probe(*key, a, t, window, |conv| hits.push((conv, k as u8)));
+            }
+        }
+        if !hits.is_empty() {
+            let ti = part.touches.len() as u32;
+            let ch = part.channels.id(channel.value(i));
+            let ca = part.campaigns.id(campaign.value(i));
+            part.touches.push(MatchedTouch { touch_id: touch_id.value(i).to_owned(), time: t, click, channel: ch, campaign: ca });
+            part.pairs.extend(hits.iter().map(|&(conv, k)| (conv, ti, k)));
+        } else if let Some(steps) = steps.as_deref_mut() {
+            // Person: em, then ph, then external_id, then click_id.
+            let Some(person) = [keys[1], keys[2], keys[3], keys[0]].into_iter().flatten().next() else { continue };
+            let name = channel.value(i);
+            let ch = match &last_channel {
+                Some((n, id)) if n == name => *id,
+                _ => {
+                    let id = part.channels.id(name);
+                    last_channel = Some((name.to_owned(), id));
+                    id
+                }
+            };
+            let ch = u16::try_from(ch).map_err(|_| Error::Input("more than 65,535 channels".into()))?;
+            let adv16 = u16::try_from(a).map_err(|_| Error::Input("more than 65,535 advertisers".into()))?;
+            steps.push(Step { adv: adv16, person: person as u64, time: t, tid: tid_prefix(touch_id.value(i)), channel: ch })?;
+        }
+    }
+    Ok(())
+}
