@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `tally` binary against real files in a temporary data directory.
 
+mod attribution;
 mod duckdb;
 mod import;
 mod keys;
