@@ -360,7 +360,7 @@ impl PartitionedWriter {
             open: BTreeMap::new(),
             done: Vec::new(),
             max_rows_per_file: 8 * 1024 * 1024,
-            memory_budget: 512 * 1024 * 1024,
+            memory_budget: 64 * 1024 * 1024,
         }
     }
 
@@ -446,12 +446,13 @@ impl PartitionedWriter {
         Ok(())
     }
 
-    /// Ends row groups early when the buffered, encoded rows of all open files exceed the budget.
+    /// Ends row groups early when the memory the open files hold (buffered pages, dictionaries,
+    /// encoders) exceeds the budget, largest first, so many open partitions stay bounded.
     fn keep_memory_in_budget(&mut self) -> Result<(), StoreError> {
-        let mut total: usize = self.open.values().map(|f| f.writer.in_progress_size()).sum();
+        let mut total: usize = self.open.values().map(|f| f.writer.memory_size()).sum();
         while total > self.memory_budget {
-            let Some(biggest) = self.open.values_mut().max_by_key(|f| f.writer.in_progress_size()) else { break };
-            let size = biggest.writer.in_progress_size();
+            let Some(biggest) = self.open.values_mut().max_by_key(|f| f.writer.memory_size()) else { break };
+            let size = biggest.writer.memory_size();
             if size == 0 {
                 break;
             }
@@ -684,6 +685,41 @@ mod tests {
         assert_eq!(w.finish().await.unwrap().iter().map(|f| f.rows).collect::<Vec<_>>(), [2, 1]);
         let mut w = store.writer(Table::Baseline, &stamp());
         assert!(matches!(w.write(&spend_batch(&[("acme", 1, 1.0)])), Err(StoreError::Schema(_))));
+    }
+
+    #[tokio::test]
+    async fn derived_tables_are_written_and_a_window_is_replaced() {
+        use arrow::array::{StringArray, TimestampMicrosecondArray};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let table = DerivedTable::AttributedConversions;
+        let batch = |days: &[i64]| {
+            let n = days.len();
+            let s = |v: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef;
+            let f = || Arc::new(Float64Array::from(vec![1.0; n])) as ArrayRef;
+            let t = TimestampMicrosecondArray::from_iter_values(days.iter().map(|d| (20_000 + d) * MICROS_PER_DAY)).with_timezone("UTC");
+            let cols = vec![s("acme"), s("k"), s("Purchase"), Arc::new(t) as ArrayRef, s("linear"), s("deterministic"), s("em"), s("t1"), s("meta"), s("c1"), f(), f(), f(), f()];
+            RecordBatch::try_new(table.schema(), cols).unwrap()
+        };
+        let d = |n: i64| day_to_date(20_000 + n as i32);
+        let mut w = store.derived_writer(table, &stamp());
+        w.write(&batch(&[0, 1, 2])).unwrap();
+        let first = w.finish().await.unwrap();
+        assert_eq!(first.len(), 3);
+        assert!(first.iter().all(|f| f.path.as_ref().starts_with("attributed_conversions/advertiser_id=acme/date=")));
+        // Re-run days 1..=2 only: the old files of those days go, day 0 stays.
+        let old = store.list_window_files(table.name(), d(1), d(2)).await.unwrap();
+        assert_eq!(old.len(), 2);
+        let mut w = store.derived_writer(table, &stamp());
+        w.write(&batch(&[1])).unwrap();
+        let second = w.finish().await.unwrap();
+        assert_eq!(store.replace_files(&old, &second).await.unwrap(), 2);
+        let files = store.list_files(table.name()).await.unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files.contains(&first[0].path) && files.contains(&second[0].path));
+        assert!(!dir.path().join("attributed_conversions/advertiser_id=acme").join(format!("date={}", d(2))).exists(), "emptied partitions are removed");
+        // Base tables are unaffected by the window listing of another table.
+        assert!(store.list_window_files("conversions_dedup", d(0), d(9)).await.unwrap().is_empty());
     }
 
     #[test]

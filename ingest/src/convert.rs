@@ -196,15 +196,21 @@ pub fn accepted_columns(table: Table) -> Vec<String> {
     out
 }
 
-/// Per-row first errors.
+/// Per-row first errors: a flag per row, details only for the (rare) bad rows.
 struct Errors {
-    first: Vec<Option<(String, String)>>,
+    bad: Vec<bool>,
+    first: std::collections::BTreeMap<usize, (String, String)>,
 }
 
 impl Errors {
+    fn new(rows: usize) -> Errors {
+        Errors { bad: vec![false; rows], first: std::collections::BTreeMap::new() }
+    }
+
     fn set(&mut self, row: usize, column: &str, message: impl Into<String>) {
-        if self.first[row].is_none() {
-            self.first[row] = Some((column.to_owned(), message.into()));
+        if !self.bad[row] {
+            self.bad[row] = true;
+            self.first.insert(row, (column.to_owned(), message.into()));
         }
     }
 }
@@ -215,7 +221,7 @@ pub fn convert(table: Table, raw: &RecordBatch, unreadable: &[RowError], ctx: &C
     let n = raw.num_rows();
     let schema = raw.schema();
     check_shape(table, &schema)?;
-    let mut errors = Errors { first: vec![None; n] };
+    let mut errors = Errors::new(n);
     for e in unreadable {
         errors.set(e.row, &e.column, e.message.clone());
     }
@@ -251,17 +257,15 @@ pub fn convert(table: Table, raw: &RecordBatch, unreadable: &[RowError], ctx: &C
     // then re-wrap in the real schema, which checks non-nullable columns.
     let loose = Arc::new(Schema::new(target.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>()));
     let all = RecordBatch::try_new(loose, columns).map_err(|e| ShapeError::BadType { column: "*".into(), data_type: e.to_string(), what: "rows" })?;
-    let mask: BooleanArray = errors.first.iter().map(|e| Some(e.is_none())).collect();
-    let kept_batch = filter_record_batch(&all, &mask).expect("mask has the batch's length");
+    let kept_batch = if errors.first.is_empty() {
+        all
+    } else {
+        let mask: BooleanArray = errors.bad.iter().map(|bad| Some(!bad)).collect();
+        filter_record_batch(&all, &mask).expect("mask has the batch's length")
+    };
     let batch = RecordBatch::try_new(target.clone(), kept_batch.columns().to_vec()).expect("valid rows satisfy the schema");
-    let mut kept = Vec::with_capacity(batch.num_rows());
-    let mut rejected = Vec::new();
-    for (row, e) in errors.first.into_iter().enumerate() {
-        match e {
-            None => kept.push(row),
-            Some((column, message)) => rejected.push(RowError { row, column, message }),
-        }
-    }
+    let kept = (0..n).filter(|row| !errors.bad[*row]).collect();
+    let rejected = errors.first.into_iter().map(|(row, (column, message))| RowError { row, column, message }).collect();
     Ok(Converted { batch, kept, rejected, hashed_on_arrival })
 }
 
@@ -345,17 +349,26 @@ fn passes_through(text: &StringArray, lower: bool, required: bool) -> bool {
         && text.iter().flatten().all(|v| clean(v).is_some_and(|c| c.len() == v.len()) && !(lower && v.bytes().any(|c| c.is_ascii_uppercase())))
 }
 
-/// Normalizes each distinct value of a low-cardinality column once.
+/// Normalizes each distinct value of a low-cardinality column once. Neighbouring rows
+/// usually repeat a value, so the previous one is checked before the map.
 struct Memo<'a, T> {
+    last: Option<(&'a str, T)>,
     seen: std::collections::HashMap<&'a str, T>,
 }
 
 impl<'a, T: Clone> Memo<'a, T> {
     fn new() -> Self {
-        Memo { seen: std::collections::HashMap::new() }
+        Memo { last: None, seen: std::collections::HashMap::new() }
     }
     fn get(&mut self, v: &'a str, f: impl FnOnce(&str) -> T) -> T {
-        self.seen.entry(v).or_insert_with(|| f(v)).clone()
+        if let Some((prev, out)) = &self.last
+            && *prev == v
+        {
+            return out.clone();
+        }
+        let out = self.seen.entry(v).or_insert_with(|| f(v)).clone();
+        self.last = Some((v, out.clone()));
+        out
     }
 }
 
