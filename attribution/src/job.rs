@@ -109,6 +109,7 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     progress(Progress::Stage("reading and deduplicating conversions"));
     let df = scan::conversions(&ctx, from - Duration::days(2), to + Duration::days(2)).await?;
     let batches = df.collect().await?;
+    lap(&mut summary, "read");
     let batches = batches.iter().map(|b| to_table_schema(b, &Table::Conversions.schema())).collect::<Result<Vec<_>>>()?;
     let copies = concat_batches(&Table::Conversions.schema(), &batches)?;
     drop(batches);
@@ -140,6 +141,7 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     let markov = options.models.contains(&Model::Markov);
     let spill_dir = Arc::new(tempfile::Builder::new().prefix("tally-attribute-").tempdir().map_err(|e| Error::MemoryLimit(format!("cannot create a spill directory: {e}")))?);
     let streams = scan::touchpoints(&ctx, from_us - options.max_window(), to_end_us).await?.execute_stream_partitioned().await?;
+    tracing::debug!(partitions = streams.len(), "touch scan");
     let scanned = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for (p, stream) in streams.into_iter().enumerate() {
@@ -285,11 +287,12 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     });
     summary.rows.insert(DerivedTable::ConversionsDedup.name(), dedup_result?);
     summary.rows.insert(DerivedTable::AttributedConversions.name(), attr_result?);
+    lap(&mut summary, "encode");
     let written_dedup = dedup_writer.finish().await?;
     let written_attr = attr_writer.finish().await?;
     summary.replaced_files += store.replace_files(&superseded_dedup, &written_dedup).await?;
     summary.replaced_files += store.replace_files(&superseded_attr, &written_attr).await?;
-    lap(&mut summary, "write");
+    lap(&mut summary, "commit");
     Ok(summary)
 }
 

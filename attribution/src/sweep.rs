@@ -54,6 +54,10 @@ struct Entry {
 pub(crate) struct ConversionIndex {
     entries: Vec<Entry>,
     runs: KeyMap<u128, (u32, u32)>,
+    /// One bit per hash of the high key half: most touch identifiers belong to people who did
+    /// not convert, and this small filter answers "no" for them without touching the map.
+    filter: Vec<u64>,
+    filter_mask: u64,
 }
 
 impl ConversionIndex {
@@ -85,13 +89,24 @@ impl ConversionIndex {
                 start = i;
             }
         }
-        Ok(ConversionIndex { entries: keyed.into_iter().map(|(_, e)| e).collect(), runs })
+        let bits = (keyed.len() * 16).next_power_of_two().clamp(1 << 16, 1 << 28);
+        let mut filter = vec![0u64; bits / 64];
+        let filter_mask = bits as u64 - 1;
+        for (k, _) in &keyed {
+            let bit = ((k >> 64) as u64) & filter_mask;
+            filter[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        Ok(ConversionIndex { entries: keyed.into_iter().map(|(_, e)| e).collect(), runs, filter, filter_mask })
     }
 
     /// Calls `hit(conv)` for each conversion of advertiser `adv` under `key` with
     /// `time <= event_time <= time + window`.
     #[inline]
     fn probe(&self, key: u128, adv: u32, time: i64, window: i64, mut hit: impl FnMut(u32)) {
+        let bit = ((key >> 64) as u64) & self.filter_mask;
+        if self.filter[(bit / 64) as usize] & (1 << (bit % 64)) == 0 {
+            return;
+        }
         let Some(&(start, len)) = self.runs.get(&key) else { return };
         let run = &self.entries[start as usize..(start + len) as usize];
         let first = run.partition_point(|e| e.time < time);
@@ -155,6 +170,7 @@ pub(crate) async fn sweep_partition(
     mut steps: Option<StepBuffer>,
     progress: Arc<dyn Fn(usize) + Send + Sync>,
 ) -> Result<SweepPart> {
+    let started = std::time::Instant::now();
     let mut part = SweepPart { touches: Vec::new(), pairs: Vec::new(), channels: Interner::default(), campaigns: Interner::default(), steps: None, scanned: 0 };
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -162,6 +178,7 @@ pub(crate) async fn sweep_partition(
         part.scanned += batch.num_rows();
         progress(batch.num_rows());
     }
+    tracing::debug!(rows = part.scanned, secs = started.elapsed().as_secs_f64(), "sweep partition done");
     if let Some(s) = steps.as_mut() {
         s.seal()?;
     }

@@ -130,6 +130,8 @@ fn print_summary(s: &Summary, options: &Options, no_probabilistic: bool, secs: f
         let effects: Vec<String> = s.removal_effects.iter().map(|((a, c), v)| format!("{a}/{c} {v:.3}")).collect();
         println!("markov removal effects: {}", effects.join(", "));
     }
+    let stages: Vec<String> = s.timings.iter().map(|(n, t)| format!("{n} {t:.2}s")).collect();
+    println!("stages: {}", stages.join(", "));
     let rows: Vec<String> = s.rows.iter().map(|(t, n)| format!("{t} {n} rows")).collect();
     println!("wrote {}; replaced {} earlier files", rows.join(", "), s.replaced_files);
     println!(
