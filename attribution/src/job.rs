@@ -24,6 +24,7 @@ use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
 use chrono::{Duration, NaiveDate};
 use tally_core::schema::{DerivedTable, Table};
 use tally_core::{PartitionedWriter, Store};
+use futures::StreamExt;
 use tracing::instrument;
 
 use crate::dedup::{dedup, to_table_schema};
@@ -96,7 +97,9 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     let mut summary = Summary::default();
     let mut clock = Instant::now();
     let mut lap = |summary: &mut Summary, name: &'static str| {
-        summary.timings.push((name, clock.elapsed().as_secs_f64()));
+        let secs = clock.elapsed().as_secs_f64();
+        tracing::debug!(stage = name, secs, rss_mib = resident_mib(), "stage done");
+        summary.timings.push((name, secs));
         clock = Instant::now();
     };
     let Some((from, to)) = window(store, options).await? else { return Ok(summary) };
@@ -105,14 +108,21 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     let to_end_us = micros(to) + DAY;
     let (ctx, pool) = scan::session(store, options)?;
 
+    tracing::debug!(rss_mib = resident_mib(), "session ready");
     // 1. Dedup.
     progress(Progress::Stage("reading and deduplicating conversions"));
     let df = scan::conversions(&ctx, from - Duration::days(2), to + Duration::days(2)).await?;
-    let batches = df.collect().await?;
-    lap(&mut summary, "read");
-    let batches = batches.iter().map(|b| to_table_schema(b, &Table::Conversions.schema())).collect::<Result<Vec<_>>>()?;
+    // Batch by batch: a scan's arrays are sized for a full batch, so each is compacted (cast
+    // to the table schema and copied to its length) before it is kept.
+    let mut stream = df.execute_stream().await?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = to_table_schema(&batch?, &Table::Conversions.schema())?;
+        batches.push(concat_batches(&batch.schema(), [&batch])?);
+    }
     let copies = concat_batches(&Table::Conversions.schema(), &batches)?;
     drop(batches);
+    lap(&mut summary, "read");
     let deduped = dedup(&copies)?;
     drop(copies);
     let in_window: Vec<u32> = {
@@ -307,6 +317,13 @@ async fn window(store: &Store, options: &Options) -> Result<Option<(NaiveDate, N
         return Ok(options.from.zip(options.to));
     };
     Ok(Some((options.from.unwrap_or(min), options.to.unwrap_or(max))))
+}
+
+/// Resident memory of this process, MiB (Linux; 0 elsewhere), for the debug log.
+fn resident_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok());
+    kb.unwrap_or(0) / 1024
 }
 
 fn micros(d: NaiveDate) -> i64 {
