@@ -196,6 +196,14 @@ impl PartitionPath {
         ObjectPath::from(format!("{}/advertiser_id={}/date={}", self.table, self.advertiser, self.date.format("%Y-%m-%d")))
     }
 
+    /// A data file with a name the caller derives deterministically (`<stem>.parquet`), so
+    /// that writing the same input again replaces the file instead of adding one.
+    /// `stem` must be 1–128 characters of `[A-Za-z0-9_-]`.
+    pub fn named_file(&self, stem: &str) -> Option<DataFilePath> {
+        let ok = !stem.is_empty() && stem.len() <= 128 && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| DataFilePath { dir: self.dir(), name: format!("{stem}.parquet") })
+    }
+
     /// A new, unique data file in this partition.
     pub fn new_file(&self) -> DataFilePath {
         DataFilePath { dir: self.dir(), name: unique_file_name() }

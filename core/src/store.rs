@@ -344,6 +344,9 @@ pub struct PartitionedWriter {
     done: Vec<(DataFilePath, Sink, WrittenFile)>,
     max_rows_per_file: usize,
     memory_budget: usize,
+    /// Deterministic file names `<stem>-<n>` (n counts files per partition), if set.
+    name_stem: Option<String>,
+    files_per_partition: BTreeMap<(AdvertiserId, i32), u32>,
 }
 
 impl PartitionedWriter {
@@ -361,7 +364,16 @@ impl PartitionedWriter {
             done: Vec::new(),
             max_rows_per_file: 8 * 1024 * 1024,
             memory_budget: 64 * 1024 * 1024,
+            name_stem: None,
+            files_per_partition: BTreeMap::new(),
         }
+    }
+
+    /// Names files `<stem>-<n>.parquet` instead of uniquely: writing the same rows again with
+    /// the same stem replaces the same files (how WAL replay after a crash stays exactly-once).
+    pub fn with_name_stem(mut self, stem: impl Into<String>) -> PartitionedWriter {
+        self.name_stem = Some(stem.into());
+        self
     }
 
     /// Caps rows per file (a partition's rows beyond it go to further files).
@@ -401,7 +413,10 @@ impl PartitionedWriter {
         let mut offset = 0;
         while offset < batch.num_rows() {
             if !self.open.contains_key(&key) {
-                let file = self.create(&key.0, day)?;
+                let n = self.files_per_partition.entry(key.clone()).or_insert(0);
+                *n += 1;
+                let n = *n;
+                let file = self.create(&key.0, day, n)?;
                 self.open.insert(key.clone(), file);
             }
             let file = self.open.get_mut(&key).expect("inserted above");
@@ -417,9 +432,14 @@ impl PartitionedWriter {
         Ok(())
     }
 
-    fn create(&self, advertiser: &AdvertiserId, day: i32) -> Result<OpenFile, StoreError> {
+    fn create(&self, advertiser: &AdvertiserId, day: i32, nth: u32) -> Result<OpenFile, StoreError> {
         let partition = self.table.partition(advertiser.clone(), day_to_date(day));
-        let path = partition.new_file();
+        let path = match &self.name_stem {
+            None => partition.new_file(),
+            Some(stem) => partition
+                .named_file(&format!("{stem}-{nth:04}"))
+                .ok_or_else(|| StoreError::Schema(format!("file name stem `{stem}` must be [A-Za-z0-9_-]")))?,
+        };
         let sink = match self.store.root() {
             DataRoot::Local(root) => {
                 let dir = root.join(path.dir().as_ref());

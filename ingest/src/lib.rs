@@ -6,8 +6,12 @@
 //! whichever way it arrives.
 
 pub mod convert;
+pub mod dialect;
+pub mod flush;
 pub mod import;
 pub mod raw;
+pub mod server;
+pub mod wal;
 
 pub use convert::{Context, Converted, RowError, ShapeError, convert};
 pub use import::{ImportError, ImportReport, ImportRequest, Rejection, import};

@@ -5,6 +5,7 @@ mod cmd_demo;
 mod cmd_import;
 mod cmd_keys;
 mod cmd_sample;
+mod cmd_serve;
 mod config;
 
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ enum Command {
     /// The main job on embedded defaults (data in ./tally-demo unless --data is given).
     Demo(cmd_demo::DemoArgs),
     /// Run the ingestion API (and, with --pg, the Postgres-wire SQL endpoint).
-    Serve(Pending),
+    Serve(cmd_serve::ServeArgs),
     /// Bulk-load conversions, touchpoints, spend or baseline from CSV, JSON lines or Parquet.
     Import(cmd_import::ImportArgs),
     /// Run the batch attribution and write the derived tables.
@@ -97,7 +98,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(cmd) => cmd_keys::run(&settings, cmd),
         Command::Demo(args) => runtime.block_on(cmd_demo::run(&settings, args)),
         Command::Sample(args) => cmd_sample::run(args),
-        Command::Serve(_) => pending("serve", 3),
+        Command::Serve(args) => runtime.block_on(cmd_serve::run(&settings, args)),
         Command::Attribute(args) => runtime.block_on(cmd_attribute::run(&settings, args)),
         Command::Sql(_) => pending("sql", 5),
         Command::Report(_) => pending("report", 5),

@@ -7,4 +7,5 @@ mod keys;
 mod policy;
 mod privacy;
 mod sample;
+mod serve;
 mod support;

@@ -1,0 +1,50 @@
+//! `tally serve`: the ingestion API.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Result;
+use tally_ingest::server::{Server, ServerConfig};
+
+use crate::config::Settings;
+
+/// Options of `tally serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Largest accepted request body, in bytes (larger bodies get 413).
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Requests per second allowed per API key (beyond it: 429 with Retry-After).
+    #[arg(long, default_value_t = 2000.0)]
+    rate_per_key: f64,
+}
+
+pub(crate) async fn run(settings: &Settings, args: ServeArgs) -> Result<()> {
+    let store = settings.open_store()?;
+    let config = ServerConfig { listen: args.listen, max_body_bytes: args.max_body_bytes, rate_per_key: args.rate_per_key, burst_per_key: args.rate_per_key * 2.0, ..ServerConfig::default() };
+    let server = Server::bind(store, settings.keystore_path()?, config).await?;
+    // Handlers go in before the address is announced: a client that reads the address and
+    // signals at once must get a graceful stop, not the default (fatal) action.
+    let shutdown = shutdown_signal()?;
+    println!("listening on http://{}", server.local_addr());
+    std::io::stdout().flush()?;
+    server.run(shutdown).await?;
+    eprintln!("tally serve: stopped; the write-ahead log is flushed");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM; both handlers are installed when this returns.
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
