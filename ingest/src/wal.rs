@@ -297,7 +297,7 @@ pub fn replay(path: &Path) -> std::io::Result<Replay> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Date32Array, Float64Array, Int64Array, StringArray};
+    use arrow::array::{Date32Array, Float64Array, StringArray};
     use std::sync::Arc;
 
     fn baseline(n: usize) -> RecordBatch {

@@ -18,8 +18,13 @@ struct Served {
 
 impl Served {
     fn start(s: &Scratch) -> Served {
+        Served::start_with(s, &[])
+    }
+
+    fn start_with(s: &Scratch, extra: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
             .args(["--data", s.data().to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -43,6 +48,11 @@ impl Served {
 
 /// A minimal HTTP/1.1 POST; returns (status, body).
 fn post(addr: &str, path: &str, key: &str, body: &str) -> std::io::Result<(u16, String)> {
+    post_raw(addr, path, key, body).map(|(status, _, body)| (status, body))
+}
+
+/// A minimal HTTP/1.1 POST; returns (status, head, body).
+fn post_raw(addr: &str, path: &str, key: &str, body: &str) -> std::io::Result<(u16, String, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     write!(
@@ -53,8 +63,8 @@ fn post(addr: &str, path: &str, key: &str, body: &str) -> std::io::Result<(u16, 
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other("no status line"))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = response.split_once("\r\n\r\n").map(|(h, b)| (h.to_owned(), b.to_owned())).unwrap_or_default();
+    Ok((status, head, body))
 }
 
 fn event_json(id: &str, when: &str) -> String {
@@ -96,6 +106,30 @@ fn native_endpoints_answer_per_row_and_store_after_shutdown() {
     assert_eq!(s.sql_text("select event_id, advertiser_id from conversions").lines().filter(|l| l.contains("a1") && l.contains("acme")).count(), 1);
     assert_eq!(scalar_i64(&s.sql("select count(*) from conversions")), 1);
     assert_eq!(scalar_i64(&s.sql("select count(*) from touchpoints where em is not null")), 1);
+}
+
+#[test]
+fn oversize_bodies_get_413_and_a_busy_key_gets_429() {
+    let s = Scratch::new();
+    let key = s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]).trim().to_owned();
+    let server = Served::start_with(&s, &["--max-body-bytes", "2000", "--rate-per-key", "1"]);
+    let when = recent(1, 9);
+    let big = format!("[{}]", (0..40).map(|i| event_json(&format!("big{i}"), &when)).collect::<Vec<_>>().join(","));
+    assert!(big.len() > 2000);
+    assert_eq!(post(&server.addr, "/v1/events", &key, &big).unwrap().0, 413);
+    // Burst 2 at 1 request/s: twenty back-to-back requests cannot all pass.
+    let answers: Vec<(u16, String)> = (0..20).map(|i| {
+        let (status, head, _) = post_raw(&server.addr, "/v1/events", &key, &format!("[{}]", event_json(&format!("r{i}"), &when))).unwrap();
+        (status, head.to_ascii_lowercase())
+    }).collect();
+    let limited: Vec<_> = answers.iter().filter(|(status, _)| *status == 429).collect();
+    assert!(!limited.is_empty(), "{answers:?}");
+    assert!(limited.iter().all(|(_, head)| head.contains("retry-after: ")), "{limited:?}");
+    assert!(answers.iter().all(|(status, _)| matches!(status, 200 | 429)), "{answers:?}");
+    assert!(server.terminate().success());
+    // Only the accepted requests were stored.
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count() as i64;
+    assert_eq!(scalar_i64(&s.sql("select count(*) from conversions")), accepted);
 }
 
 /// Kills a loaded server with SIGKILL again and again; every acknowledged event must be in the
