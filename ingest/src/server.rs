@@ -335,19 +335,28 @@ async fn native(state: &AppState, table: Table, headers: &HeaderMap, body: &[u8]
         rejected.sort_by_key(|e| e.row);
     }
     state.metrics.reject("invalid", rejected.len() as u64);
-    if batch.num_rows() > 0 {
-        let started = Instant::now();
-        let appended = state.wal.append(table, &batch).await;
-        state.metrics.wal_appends.fetch_add(1, Ordering::Relaxed);
-        state.metrics.wal_append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if let Err(e) = appended {
-            state.metrics.wal_failures.fetch_add(1, Ordering::Relaxed);
-            return unavailable(&e);
-        }
-        state.metrics.accepted[table as usize].fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+    if let Err(e) = append(state, table, &batch).await {
+        return unavailable(&e);
     }
     let rejected: Vec<Value> = rejected.iter().map(|e| json!({ "index": e.row, "error": format!("`{}`: {}", e.column, e.message) })).collect();
     (StatusCode::OK, axum::Json(json!({ "accepted": batch.num_rows(), "rejected": rejected }))).into_response()
+}
+
+/// Appends valid rows to the WAL (resolving once they are fsynced) and counts it.
+async fn append(state: &AppState, table: Table, batch: &RecordBatch) -> Result<(), WalError> {
+    if batch.num_rows() == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let appended = state.wal.append(table, batch).await;
+    let m = &state.metrics;
+    m.wal_appends.fetch_add(1, Ordering::Relaxed);
+    m.wal_append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    match &appended {
+        Ok(()) => m.accepted[table as usize].fetch_add(batch.num_rows() as u64, Ordering::Relaxed),
+        Err(_) => m.wal_failures.fetch_add(1, Ordering::Relaxed),
+    };
+    appended
 }
 
 /// Keeps the conversions whose `source_id` the key may write to; the others are row errors.
@@ -396,19 +405,10 @@ async fn store_all_or_nothing(state: &AppState, principal: &Principal, rows: Vec
         let plaintext_refused = e.message.contains("policy refuses plaintext");
         return Outcome::Invalid { row: e.row, column: e.column.clone(), message: e.message.clone(), plaintext_refused };
     }
-    let rows = converted.batch.num_rows();
-    if rows > 0 {
-        let started = Instant::now();
-        let appended = state.wal.append(Table::Conversions, &converted.batch).await;
-        state.metrics.wal_appends.fetch_add(1, Ordering::Relaxed);
-        state.metrics.wal_append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if let Err(e) = appended {
-            state.metrics.wal_failures.fetch_add(1, Ordering::Relaxed);
-            return Outcome::Unavailable(e);
-        }
-        state.metrics.accepted[Table::Conversions as usize].fetch_add(rows as u64, Ordering::Relaxed);
+    if let Err(e) = append(state, Table::Conversions, &converted.batch).await {
+        return Outcome::Unavailable(e);
     }
-    Outcome::Stored { rows, hashed_on_arrival: converted.hashed_on_arrival }
+    Outcome::Stored { rows: converted.batch.num_rows(), hashed_on_arrival: converted.hashed_on_arrival }
 }
 
 fn now_unix() -> i64 {
