@@ -258,3 +258,36 @@ fn official_sdks_post_to_tally() {
         }
     }
 }
+
+/// `tally import` and `tally serve` share a data directory: both sets of rows arrive whole.
+#[test]
+fn import_while_serving_keeps_both() {
+    let s = Scratch::new();
+    let key = s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]).trim().to_owned();
+    let server = Served::start(&s);
+    let when = recent(1, 15);
+    let mut csv = String::from("advertiser_id,source_id,event_id,event_name,event_time\n");
+    for i in 0..5000 {
+        csv.push_str(&format!("acme,px1,imp{i},Purchase,{when}\n"));
+    }
+    let file = s.write("history.csv", &csv);
+    let import = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["--data", s.data().to_str().unwrap(), "import", "conversions", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = 0;
+    for r in 0..50 {
+        let body = format!("[{}]", (0..10).map(|i| event_json(&format!("api{r}-{i}"), &when)).collect::<Vec<_>>().join(","));
+        let (status, text) = post(&server.addr, "/v1/events", &key, &body).unwrap();
+        assert_eq!(status, 200, "{text}");
+        acked += 10;
+    }
+    let out = import.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(server.terminate().success());
+    assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id like 'imp%'")), 5000);
+    assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id like 'api%'")), acked);
+    assert_eq!(scalar_i64(&s.sql("select count(distinct event_id) from conversions")), 5000 + acked);
+}
