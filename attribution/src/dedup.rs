@@ -7,13 +7,14 @@
 //! than that opens the next conversion. A row without `event_id` is a conversion of its own.
 //! The winning copy is the earliest server copy, else the earliest copy; each column the
 //! winner lacks (NULL) is taken from the earliest other copy that has it. The work is
-//! columnar: one sort, one sweep to find groups, then one `take` per column.
+//! columnar: one sort of `(key hash, event_time, received_at, origin)` tuples, one sweep to
+//! find groups, then one `take` per column.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{SortColumn, SortOptions, cast, lexsort_to_indices, take};
+use arrow::compute::{cast, take};
 use arrow::datatypes::TimestampMicrosecondType;
 use sha2::{Digest, Sha256};
 use tally_core::schema::{DerivedTable, Table};
@@ -61,12 +62,33 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
     let origin = col("origin").as_string::<i32>();
     let order_id = col("order_id").as_string::<i32>();
 
-    let sort_cols: Vec<SortColumn> = ["advertiser_id", "source_id", "event_name", "event_id", "event_time", "received_at", "origin"]
-        .iter()
-        .map(|c| SortColumn { values: col(c).clone(), options: Some(SortOptions { descending: false, nulls_first: false }) })
+    // One 128-bit hash of each copy's dedup key, then one sort of plain tuples (no
+    // lexicographic sort over string columns). Equal hashes are confirmed on the strings below.
+    let origin_rank = |r: usize| match origin.value(r) {
+        "browser" => 0u8,
+        "server" => 1,
+        _ => 2,
+    };
+    let mut sorted: Vec<(u128, i64, i64, u8, u32)> = (0..n)
+        .map(|r| {
+            let key = if event_id.is_valid(r) {
+                let mut h = blake3::Hasher::new();
+                for part in [adv.value(r), source.value(r), name.value(r), event_id.value(r)] {
+                    h.update(&(part.len() as u64).to_le_bytes());
+                    h.update(part.as_bytes());
+                }
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&h.finalize().as_bytes()[..16]);
+                u128::from_le_bytes(b)
+            } else {
+                0
+            };
+            (key, time.value(r), received.value(r), origin_rank(r), r as u32)
+        })
         .collect();
-    let order = lexsort_to_indices(&sort_cols, None)?;
-    let order: Vec<usize> = order.values().iter().map(|&i| i as usize).collect();
+    sorted.sort_unstable();
+    let order: Vec<usize> = sorted.iter().map(|t| t.4 as usize).collect();
+    drop(sorted);
 
     // Group boundaries over `order`.
     let mut groups: Vec<(usize, usize)> = Vec::new();
@@ -123,13 +145,20 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
         keys.push(conversion_key(&text));
     }
 
+    // Output order: (advertiser_id, event_time, conversion_key) — deterministic.
+    let mut perm: Vec<usize> = (0..groups.len()).collect();
+    perm.sort_unstable_by(|&a, &b| {
+        let (wa, wb) = (winner[a], winner[b]);
+        adv.value(wa).cmp(adv.value(wb)).then(time.value(wa).cmp(&time.value(wb))).then_with(|| keys[a].cmp(&keys[b]))
+    });
+
     let schema = DerivedTable::ConversionsDedup.schema();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    let winner_idx = UInt32Array::from_iter_values(winner.iter().map(|&w| w as u32));
+    let winner_idx = UInt32Array::from_iter_values(perm.iter().map(|&g| winner[g] as u32));
     for f in Table::Conversions.schema().fields() {
         let c = col(f.name());
         let idx = if FILLED.contains(&f.name().as_str()) && c.null_count() > 0 {
-            UInt32Array::from_iter_values(groups.iter().zip(&winner).map(|(&(s, e), &w)| {
+            UInt32Array::from_iter_values(perm.iter().map(|&g| (groups[g], winner[g])).map(|((s, e), w)| {
                 if c.is_valid(w) {
                     w as u32
                 } else {
@@ -141,18 +170,10 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
         };
         columns.push(take(c.as_ref(), &idx, None)?);
     }
-    columns.push(Arc::new(StringArray::from(keys)));
-    columns.push(Arc::new(StringArray::from(sources)));
+    columns.push(Arc::new(StringArray::from_iter_values(perm.iter().map(|&g| keys[g].as_str()))));
+    columns.push(Arc::new(StringArray::from_iter_values(perm.iter().map(|&g| sources[g]))));
     let batch = RecordBatch::try_new(schema, columns)?;
-
-    // Output order: (advertiser_id, event_time, conversion_key) — deterministic.
-    let sort_cols: Vec<SortColumn> = ["advertiser_id", "event_time", "conversion_key"]
-        .iter()
-        .map(|c| SortColumn { values: batch.column_by_name(c).expect("schema").clone(), options: None })
-        .collect();
-    let order = lexsort_to_indices(&sort_cols, None)?;
-    let batch = arrow::compute::take_record_batch(&batch, &order)?;
-    let copies: Vec<u32> = order.values().iter().map(|&i| (groups[i as usize].1 - groups[i as usize].0) as u32).collect();
+    let copies: Vec<u32> = perm.iter().map(|&g| (groups[g].1 - groups[g].0) as u32).collect();
     debug_assert_eq!(copies.iter().map(|&c: &u32| c as usize).sum::<usize>(), n);
     Ok(Deduped { copies, batch })
 }

@@ -146,7 +146,7 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     if advertisers.names.len() > usize::from(u16::MAX) {
         return Err(Error::Input("more than 65,535 advertisers in one run".into()));
     }
-    let index = Arc::new(ConversionIndex::build(&convs, &conv_adv)?);
+    let index = Arc::new(ConversionIndex::build(&convs, &conv_adv, options.click_window, options.view_window)?);
     let params = Arc::new(SweepParams { click_window: options.click_window, view_window: options.view_window, advertisers: advertisers.clone() });
     let markov = options.models.contains(&Model::Markov);
     let spill_dir = Arc::new(tempfile::Builder::new().prefix("tally-attribute-").tempdir().map_err(|e| Error::MemoryLimit(format!("cannot create a spill directory: {e}")))?);

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::journeys::{Step, StepBuffer, tid_prefix};
 use crate::keys::{KeyMap, MatchKey, click_key, digest_key};
+use crate::options::DAY;
 
 /// Strings interned to small dense ids (advertisers, channels, campaigns).
 #[derive(Debug, Default, Clone)]
@@ -54,16 +55,53 @@ struct Entry {
 pub(crate) struct ConversionIndex {
     entries: Vec<Entry>,
     runs: KeyMap<u128, (u32, u32)>,
-    /// One bit per hash of the high key half: most touch identifiers belong to people who did
-    /// not convert, and this small filter answers "no" for them without touching the map.
-    filter: Vec<u64>,
-    filter_mask: u64,
+    /// Day filters (one for clicks, one for impressions): a bit per `(key, UTC day)` for every
+    /// day on which a touch with that key could still reach one of the key's conversions
+    /// within the window. Most touch identifiers belong to people who did not convert, or
+    /// converted on other days; the filter answers "no" for them with one cache line,
+    /// without touching the map. No false negatives.
+    click_filter: DayFilter,
+    view_filter: DayFilter,
+}
+
+/// A bit set over hashed `(key, day)` pairs.
+struct DayFilter {
+    bits: Vec<u64>,
+    mask: u64,
+}
+
+impl DayFilter {
+    /// Sets the bits of each `(key, day)` with `day` in `[day(time − window), day(time)]`.
+    fn build(keys: &[(u128, Entry)], window: i64) -> DayFilter {
+        let days_per_key = (window.div_euclid(DAY) + 2) as usize;
+        let bits = (keys.len() * days_per_key * 8).next_power_of_two().clamp(1 << 16, 1 << 30);
+        let mut f = DayFilter { bits: vec![0u64; bits / 64], mask: bits as u64 - 1 };
+        for (k, e) in keys {
+            for day in (e.time - window).div_euclid(DAY)..=e.time.div_euclid(DAY) {
+                let b = f.bit(*k, day);
+                f.bits[(b / 64) as usize] |= 1 << (b % 64);
+            }
+        }
+        f
+    }
+
+    #[inline]
+    fn bit(&self, key: u128, day: i64) -> u64 {
+        let h = ((key >> 64) as u64) ^ (day as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h.wrapping_mul(0xD6E8_FEB8_6659_FD93).rotate_left(29) & self.mask
+    }
+
+    #[inline]
+    fn may_contain(&self, key: u128, time: i64) -> bool {
+        let b = self.bit(key, time.div_euclid(DAY));
+        self.bits[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
 }
 
 impl ConversionIndex {
     /// Indexes the conversions of `batch` (the `conversions_dedup` schema); `adv[i]` is the
     /// advertiser index of row `i`.
-    pub(crate) fn build(batch: &RecordBatch, adv: &[u32]) -> Result<ConversionIndex> {
+    pub(crate) fn build(batch: &RecordBatch, adv: &[u32], click_window: i64, view_window: i64) -> Result<ConversionIndex> {
         let time = batch.column_by_name("event_time").expect("schema").as_primitive::<TimestampMicrosecondType>();
         let mut keyed: Vec<(u128, Entry)> = Vec::with_capacity(batch.num_rows() * 3);
         for kind in MatchKey::ALL {
@@ -89,22 +127,17 @@ impl ConversionIndex {
                 start = i;
             }
         }
-        let bits = (keyed.len() * 16).next_power_of_two().clamp(1 << 16, 1 << 28);
-        let mut filter = vec![0u64; bits / 64];
-        let filter_mask = bits as u64 - 1;
-        for (k, _) in &keyed {
-            let bit = ((k >> 64) as u64) & filter_mask;
-            filter[(bit / 64) as usize] |= 1 << (bit % 64);
-        }
-        Ok(ConversionIndex { entries: keyed.into_iter().map(|(_, e)| e).collect(), runs, filter, filter_mask })
+        let click_filter = DayFilter::build(&keyed, click_window);
+        let view_filter = DayFilter::build(&keyed, view_window);
+        Ok(ConversionIndex { entries: keyed.into_iter().map(|(_, e)| e).collect(), runs, click_filter, view_filter })
     }
 
     /// Calls `hit(conv)` for each conversion of advertiser `adv` under `key` with
     /// `time <= event_time <= time + window`.
     #[inline]
-    fn probe(&self, key: u128, adv: u32, time: i64, window: i64, mut hit: impl FnMut(u32)) {
-        let bit = ((key >> 64) as u64) & self.filter_mask;
-        if self.filter[(bit / 64) as usize] & (1 << (bit % 64)) == 0 {
+    fn probe(&self, key: u128, adv: u32, time: i64, click: bool, window: i64, mut hit: impl FnMut(u32)) {
+        let filter = if click { &self.click_filter } else { &self.view_filter };
+        if !filter.may_contain(key, time) {
             return;
         }
         let Some(&(start, len)) = self.runs.get(&key) else { return };
@@ -228,7 +261,7 @@ fn sweep_batch(batch: &RecordBatch, index: &ConversionIndex, params: &SweepParam
         hits.clear();
         for (k, key) in keys.iter().enumerate() {
             if let Some(key) = key {
-                index.probe(*key, a, t, window, |conv| hits.push((conv, k as u8)));
+                index.probe(*key, a, t, click, window, |conv| hits.push((conv, k as u8)));
             }
         }
         if !hits.is_empty() {
