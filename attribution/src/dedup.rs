@@ -88,21 +88,15 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
         .collect();
     sorted.sort_unstable();
     let order: Vec<usize> = sorted.iter().map(|t| t.4 as usize).collect();
-    drop(sorted);
 
     // Group boundaries over `order`.
     let mut groups: Vec<(usize, usize)> = Vec::new();
-    let same_key = |a: usize, b: usize| {
-        event_id.is_valid(a)
-            && event_id.is_valid(b)
-            && event_id.value(a) == event_id.value(b)
-            && adv.value(a) == adv.value(b)
-            && source.value(a) == source.value(b)
-            && name.value(a) == name.value(b)
-    };
+    // Copies group on equal key hashes (2⁻¹²⁸ per pair to merge two keys by accident); the
+    // sweep reads the sorted tuples only, sequentially.
+    let same_key = |a: usize, b: usize| sorted[a].0 != 0 && sorted[a].0 == sorted[b].0;
     let mut start = 0;
     for pos in 1..=n {
-        let close = pos == n || !same_key(order[start], order[pos]) || time.value(order[pos]) - time.value(order[start]) > DEDUP_WINDOW;
+        let close = pos == n || !same_key(start, pos) || sorted[pos].1 - sorted[start].1 > DEDUP_WINDOW;
         if close {
             groups.push((start, pos));
             start = pos;
@@ -116,9 +110,10 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
     let mut ordinals: HashMap<String, u32> = HashMap::new();
     for &(s, e) in &groups {
         let rows = &order[s..e];
-        let w = rows.iter().copied().find(|&r| origin.value(r) == "server").unwrap_or(rows[0]);
+        let ranks = &sorted[s..e];
+        let w = ranks.iter().find(|t| t.3 == 1).map_or(rows[0], |t| t.4 as usize);
         winner.push(w);
-        let server = rows.iter().filter(|&&r| origin.value(r) == "server").count();
+        let server = ranks.iter().filter(|t| t.3 == 1).count();
         sources.push(match (server, rows.len() - server) {
             (0, _) => "browser",
             (_, 0) => "server",
@@ -146,11 +141,23 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
     }
 
     // Output order: (advertiser_id, event_time, conversion_key) — deterministic.
-    let mut perm: Vec<usize> = (0..groups.len()).collect();
-    perm.sort_unstable_by(|&a, &b| {
-        let (wa, wb) = (winner[a], winner[b]);
-        adv.value(wa).cmp(adv.value(wb)).then(time.value(wa).cmp(&time.value(wb))).then_with(|| keys[a].cmp(&keys[b]))
-    });
+    // Sort plain tuples (advertiser rank, time, key digest), not strings behind indices.
+    let mut advertisers: Vec<&str> = winner.iter().map(|&w| adv.value(w)).collect();
+    advertisers.sort_unstable();
+    advertisers.dedup();
+    let mut perm_keys: Vec<(u32, i64, [u8; 16], u32)> = winner
+        .iter()
+        .enumerate()
+        .map(|(g, &w)| {
+            let rank = advertisers.binary_search(&adv.value(w)).expect("present") as u32;
+            let mut digest = [0u8; 16];
+            hex::decode_to_slice(&keys[g], &mut digest).expect("hex key");
+            (rank, time.value(w), digest, g as u32)
+        })
+        .collect();
+    perm_keys.sort_unstable();
+    let perm: Vec<usize> = perm_keys.into_iter().map(|t| t.3 as usize).collect();
+    drop(sorted);
 
     let schema = DerivedTable::ConversionsDedup.schema();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
