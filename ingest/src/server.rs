@@ -33,6 +33,9 @@ use crate::flush::{self, FlushStats};
 use crate::raw::json_rows;
 use crate::wal::{Wal, WalConfig, WalError};
 
+/// How long a graceful stop waits for the WAL to reach Parquet.
+const SHUTDOWN_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Settings of the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -170,9 +173,17 @@ impl Server {
         let app = router(self.state.clone());
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::Io(e.to_string()))?;
         let _ = self.state.wal.seal().await;
+        let backlog = self.state.flush.clone();
         // Dropping the last WAL handle ends its writer, which closes the flusher's queue.
         drop(self.state);
-        let _ = self.flusher.await;
+        // The rows are already durable in the WAL: if the store cannot take them now, stop
+        // anyway after a grace period; the next start replays the remaining segments.
+        if tokio::time::timeout(SHUTDOWN_FLUSH_GRACE, self.flusher).await.is_err() {
+            let left = backlog.backlog.load(Ordering::Relaxed);
+            return Err(ServeError::Io(format!(
+                "stopped with {left} write-ahead log segment(s) not yet in Parquet (the store refused them); they are safe and will be flushed at the next start"
+            )));
+        }
         Ok(())
     }
 }

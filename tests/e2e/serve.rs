@@ -46,6 +46,14 @@ impl Served {
     }
 }
 
+/// A failing test must not leave its server running.
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A minimal HTTP/1.1 POST; returns (status, body).
 fn post(addr: &str, path: &str, key: &str, body: &str) -> std::io::Result<(u16, String)> {
     post_raw(addr, path, key, body).map(|(status, _, body)| (status, body))
@@ -290,4 +298,55 @@ fn import_while_serving_keeps_both() {
     assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id like 'imp%'")), 5000);
     assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id like 'api%'")), acked);
     assert_eq!(scalar_i64(&s.sql("select count(distinct event_id) from conversions")), 5000 + acked);
+}
+
+/// A plain HTTP/1.1 GET; returns the body.
+fn get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+}
+
+/// Polls `condition` until it holds or `limit` passes: waiting on a condition the server
+/// exposes (its metrics), not on a guessed duration.
+fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
+
+fn metric(addr: &str, name: &str) -> f64 {
+    get(addr, "/metrics").lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// The store refuses files (a partition path is blocked): acknowledged rows wait in the WAL,
+/// the failure shows in /metrics, and flushing resumes by itself once the store is repaired.
+#[test]
+fn store_failure_loses_nothing_and_recovers_by_itself() {
+    let s = Scratch::new();
+    let key = s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]).trim().to_owned();
+    let when = recent(1, 16);
+    let blocker = s.data().join("conversions/advertiser_id=acme");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let server = Served::start(&s);
+    let body = format!("[{}]", (0..5).map(|i| event_json(&format!("held{i}"), &when)).collect::<Vec<_>>().join(","));
+    assert_eq!(post(&server.addr, "/v1/events", &key, &body).unwrap().0, 200, "the WAL still takes writes");
+    assert!(wait_until(Duration::from_secs(30), || metric(&server.addr, "tally_flush_failures_total") >= 1.0), "the flush failure is visible");
+    assert_eq!(metric(&server.addr, "tally_flush_segments_total"), 0.0);
+
+    std::fs::remove_file(&blocker).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || metric(&server.addr, "tally_flush_segments_total") >= 1.0),
+        "flushing resumes once the store is repaired"
+    );
+    assert!(server.terminate().success());
+    assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id like 'held%'")), 5);
 }
