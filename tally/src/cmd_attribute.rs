@@ -75,6 +75,22 @@ pub(crate) async fn run(settings: &Settings, args: AttributeArgs) -> Result<()> 
     Ok(())
 }
 
+fn print_credit(s: &Summary, options: &Options, channels: &std::collections::BTreeSet<&String>) {
+    println!("credit by channel:");
+    print!("  {:<16}", "model");
+    for c in channels {
+        print!("{c:>12}");
+    }
+    println!();
+    for m in &options.models {
+        print!("  {:<16}", m.name());
+        for c in channels {
+            print!("{:>12.2}", s.credit.get(&(*m, (*c).clone())).copied().unwrap_or(0.0));
+        }
+        println!();
+    }
+}
+
 fn spinner() -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -112,19 +128,11 @@ fn print_summary(s: &Summary, options: &Options, no_probabilistic: bool, secs: f
         s.journeys,
         if s.spilled_steps > 0 { format!(", {} steps spilled to disk", s.spilled_steps) } else { String::new() }
     );
-    println!("credit by channel:");
     let channels: std::collections::BTreeSet<&String> = s.credit.keys().map(|(_, c)| c).collect();
-    print!("  {:<16}", "model");
-    for c in &channels {
-        print!("{c:>12}");
-    }
-    println!();
-    for m in &options.models {
-        print!("  {:<16}", m.name());
-        for c in &channels {
-            print!("{:>12.2}", s.credit.get(&(*m, (*c).clone())).copied().unwrap_or(0.0));
-        }
-        println!();
+    if channels.is_empty() {
+        println!("credit by channel: none (no conversion has a deterministic match)");
+    } else {
+        print_credit(s, options, &channels);
     }
     if !s.removal_effects.is_empty() {
         let effects: Vec<String> = s.removal_effects.iter().map(|((a, c), v)| format!("{a}/{c} {v:.3}")).collect();
