@@ -17,7 +17,9 @@ use clap::{Parser, Subcommand};
 use crate::config::Settings;
 
 // Arrow and Parquet allocate and free large buffers per batch; mimalloc reuses them instead
-// of faulting in fresh pages (as datafusion-cli does).
+// of faulting in fresh pages (as datafusion-cli does). Built without transparent huge pages:
+// with them, every fresh per-batch buffer cost a 2 MB page zeroing (attribution's match stage
+// at 5M rows: 2.1 s → 1.35 s without; import: 40% less kernel time).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
