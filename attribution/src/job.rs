@@ -45,7 +45,7 @@ const CHUNK_CONVERSIONS: usize = 64 * 1024;
 pub enum Progress {
     /// A stage started.
     Stage(&'static str),
-    /// Touches scanned so far, of about `total` in the window's partitions (0 if unknown).
+    /// Touches of the window and its lookback scanned so far.
     Touches {
         /// Scanned so far.
         scanned: usize,

@@ -160,9 +160,9 @@ pub(crate) struct MatchedTouch {
     pub(crate) touch_id: String,
     pub(crate) time: i64,
     pub(crate) click: bool,
-    /// Partition-local channel id (global after [`remap`](SweepPart::remap)).
+    /// Partition-local channel id (made global when the partitions are merged).
     pub(crate) channel: u32,
-    /// Partition-local campaign id (global after remap).
+    /// Partition-local campaign id (made global when the partitions are merged).
     pub(crate) campaign: u32,
 }
 
