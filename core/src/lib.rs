@@ -16,7 +16,7 @@ pub use keystore::{KeyStore, KeyStoreError, Principal};
 pub use paths::{AdvertiserId, DataRoot};
 pub use policy::{Policy, PolicyError};
 pub use schema::{DerivedTable, Table};
-pub use store::{FileStamp, PartitionedWriter, Store, StoreError, WrittenFile};
+pub use store::{FileStamp, Part, PartitionKey, PartitionedWriter, Splitter, Store, StoreError, WrittenFile};
 
 /// Any failure of this crate, by category.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::take_record_batch;
 use arrow::datatypes::{Date32Type, SchemaRef, TimestampMicrosecondType};
 use chrono::NaiveDate;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -30,7 +29,7 @@ use parquet::schema::types::ColumnPath;
 use crate::keystore::sync_dir;
 use crate::paths::{AdvertiserId, DataFilePath, DataRoot, PartitionPath};
 use crate::policy::{Policy, PolicyError};
-use crate::schema::{ADVERTISER_ID, DerivedTable, SCHEMA_VERSION, Table};
+use crate::schema::{ADVERTISER_ID, DerivedTable, ID_WIDTH, SCHEMA_VERSION, Table, id_type};
 
 /// Microseconds in a day.
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -83,9 +82,11 @@ pub struct FileStamp {
 /// abandoned, so they are written plain.
 const UNIQUE_COLUMNS: &[&str] = &["touch_id", "event_id", "order_id", "click_id", "em", "ph", "external_id"];
 
-/// Parquet writer properties for every Tally file of `table`: zstd, 512k-row row groups,
-/// row-group statistics on every column and page statistics on the time column (what query
-/// pruning uses), dictionaries only where values repeat, and the `tally.*` key-value metadata.
+/// Parquet writer properties for every Tally file of `table`: zstd (but for the pseudonymized
+/// identifier columns, which are random bytes), 512k-row row groups, row-group statistics on
+/// time and numeric columns and page statistics on the partition time column (what query pruning
+/// uses; text and identifier min/max prune nothing), dictionaries only where values repeat, and
+/// the `tally.*` key-value metadata.
 pub fn writer_properties(table: Table, stamp: &FileStamp) -> WriterProperties {
     layout_properties(Layout::Base(table), stamp)
 }
@@ -94,9 +95,20 @@ fn layout_properties(table: Layout, stamp: &FileStamp) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled(ColumnPath::from(table.partition_time_column()), EnabledStatistics::Page);
+    // Min/max of text columns (channels, campaigns, names) cost a comparison per value and prune
+    // nothing: every row group holds most of their values. Times and numbers keep theirs.
+    for field in table.schema().fields().iter().filter(|f| f.data_type() == &arrow::datatypes::DataType::Utf8) {
+        b = b.set_column_statistics_enabled(ColumnPath::from(field.name().as_str()), EnabledStatistics::None);
+    }
+    // Pseudonyms are uniformly random bytes: zstd cannot shrink them, only spend time trying.
+    for field in table.schema().fields().iter().filter(|f| f.data_type() == &id_type()) {
+        b = b.set_column_compression(ColumnPath::from(field.name().as_str()), Compression::UNCOMPRESSED);
+    }
     for column in UNIQUE_COLUMNS {
         if table.schema().field_with_name(column).is_ok() {
-            b = b.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+            b = b
+                .set_column_dictionary_enabled(ColumnPath::from(*column), false)
+                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
         }
     }
     b
@@ -382,28 +394,32 @@ impl PartitionedWriter {
         self
     }
 
+    /// Caps the memory the open files may hold before row groups are ended early (64 MB by
+    /// default); writers that run side by side share a budget by dividing it.
+    pub fn with_memory_budget(mut self, bytes: usize) -> PartitionedWriter {
+        self.memory_budget = bytes.max(1024 * 1024);
+        self
+    }
+
+    /// The splitter for this writer's table, to partition batches on another thread
+    /// (see [`PartitionedWriter::write_parts`]).
+    pub fn splitter(&self) -> Splitter {
+        Splitter { time_column: self.table.partition_time_column(), schema: self.table.schema(), projection: self.projection.clone() }
+    }
+
     /// Writes a batch in the table schema (with `advertiser_id` and the partition time column).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        if batch.schema().fields() != self.table.schema().fields() {
-            return Err(StoreError::Schema(format!("batch does not have the `{}` table schema", self.table)));
-        }
-        let groups = partition_rows(batch, self.table.partition_time_column())?;
-        let projected = batch.project(&self.projection)?;
-        if groups.len() == 1 {
-            let ((advertiser, day), _) = groups.into_iter().next().expect("one group");
-            self.write_partition(advertiser, day, &projected)?;
-        } else {
-            // One gather puts the rows in partition order; each partition is then a zero-copy slice.
-            let order: arrow::array::UInt32Array = groups.values().flatten().copied().collect();
-            let sorted = take_record_batch(&projected, &order)?;
-            let mut offset = 0;
-            for ((advertiser, day), rows) in groups {
-                self.write_partition(advertiser, day, &sorted.slice(offset, rows.len()))?;
-                offset += rows.len();
+        let parts = self.splitter().split(batch)?;
+        self.write_parts(parts)
+    }
+
+    /// Writes batches already split by [`Splitter::split`] (of a writer of the same table).
+    pub fn write_parts(&mut self, parts: impl IntoIterator<Item = Part>) -> Result<(), StoreError> {
+        for Part { key: PartitionKey { advertiser, day }, rows } in parts {
+            if rows.schema().fields() != self.file_schema.fields() {
+                return Err(StoreError::Schema(format!("part does not have the `{}` file schema", self.table)));
             }
+            self.write_partition(advertiser, day, &rows)?;
         }
         self.keep_memory_in_budget()
     }
@@ -555,10 +571,101 @@ fn discard(sink: Sink) {
     }
 }
 
-/// Groups row indices by `(advertiser_id, UTC day)`.
-fn partition_rows(batch: &RecordBatch, time_column: &str) -> Result<BTreeMap<(AdvertiserId, i32), Vec<u32>>, StoreError> {
+/// One hive partition of a table: an advertiser and a UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionKey {
+    /// The advertiser.
+    pub advertiser: AdvertiserId,
+    /// Days since 1970-01-01 (UTC).
+    pub day: i32,
+}
+
+impl PartitionKey {
+    /// A stable choice among `n` writers (consecutive days alternate).
+    pub fn shard(&self, n: usize) -> usize {
+        let h = self.advertiser.as_str().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        (h.wrapping_add(self.day as u64) % n.max(1) as u64) as usize
+    }
+}
+
+/// One partition's rows of a batch, in the file schema (partition columns dropped).
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The partition.
+    pub key: PartitionKey,
+    /// Its rows.
+    pub rows: RecordBatch,
+}
+
+/// Splits table-schema batches into per-partition parts: one gather per batch, then
+/// zero-copy slices. Cheap to clone; runs on any thread.
+#[derive(Debug, Clone)]
+pub struct Splitter {
+    time_column: &'static str,
+    schema: SchemaRef,
+    projection: Vec<usize>,
+}
+
+impl Splitter {
+    /// The batch's rows grouped by partition, in partition order.
+    pub fn split(&self, batch: &RecordBatch) -> Result<Vec<Part>, StoreError> {
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(StoreError::Schema("batch does not have the table schema".into()));
+        }
+        let groups = partition_rows(batch, self.time_column)?;
+        let projected = batch.project(&self.projection)?;
+        if groups.len() == 1 {
+            let (key, _) = groups.into_iter().next().expect("one group");
+            return Ok(vec![Part { key, rows: projected }]);
+        }
+        // One gather puts the rows in partition order; each partition is then a zero-copy slice.
+        let order: arrow::array::UInt32Array = groups.iter().flat_map(|(_, rows)| rows).copied().collect();
+        let sorted = gather(&projected, &order)?;
+        let mut offset = 0;
+        let mut parts = Vec::with_capacity(groups.len());
+        for (key, rows) in groups {
+            parts.push(Part { key, rows: sorted.slice(offset, rows.len()) });
+            offset += rows.len();
+        }
+        Ok(parts)
+    }
+}
+
+/// `take_record_batch`, with identifier columns copied 32 bytes at a time (arrow's kernel
+/// copies widths above 16 bytes with a call per value).
+fn gather(batch: &RecordBatch, order: &arrow::array::UInt32Array) -> Result<RecordBatch, StoreError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| match c.as_fixed_size_binary_opt() {
+            Some(ids) if ids.value_length() == ID_WIDTH => Ok(Arc::new(gather_ids(ids, order.values())) as arrow::array::ArrayRef),
+            _ => arrow::compute::take(c, order, None),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+fn gather_ids(ids: &arrow::array::FixedSizeBinaryArray, order: &[u32]) -> arrow::array::FixedSizeBinaryArray {
+    const W: usize = ID_WIDTH as usize;
+    let (values, _) = ids.value_data().as_chunks::<W>();
+    let mut out = vec![[0u8; W]; order.len()];
+    for (dst, &i) in out.iter_mut().zip(order) {
+        *dst = values[i as usize];
+    }
+    let nulls = ids.nulls().map(|n| arrow::buffer::NullBuffer::from(arrow::buffer::BooleanBuffer::collect_bool(order.len(), |k| n.is_valid(order[k] as usize))));
+    arrow::array::FixedSizeBinaryArray::new(ID_WIDTH, arrow::buffer::Buffer::from_vec(out.into_flattened()), nulls)
+}
+
+/// Groups row indices by `(advertiser_id, UTC day)`, in partition order.
+fn partition_rows(batch: &RecordBatch, time_column: &str) -> Result<Vec<(PartitionKey, Vec<u32>)>, StoreError> {
     let adv = batch.column_by_name(ADVERTISER_ID).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| StoreError::Schema("`advertiser_id` must be Utf8".into()))?;
     let time_col = batch.column_by_name(time_column).ok_or_else(|| StoreError::Schema("partition time column missing".into()))?;
+    if adv.null_count() > 0 || time_col.null_count() > 0 {
+        return Err(StoreError::Schema("partition columns must not be null".into()));
+    }
     let days: Vec<i32> = if let Some(ts) = time_col.as_primitive_opt::<TimestampMicrosecondType>() {
         ts.values().iter().map(|t| t.div_euclid(MICROS_PER_DAY) as i32).collect()
     } else if let Some(d) = time_col.as_primitive_opt::<Date32Type>() {
@@ -566,25 +673,59 @@ fn partition_rows(batch: &RecordBatch, time_column: &str) -> Result<BTreeMap<(Ad
     } else {
         return Err(StoreError::Schema("partition time column has an unexpected type".into()));
     };
-    if adv.null_count() > 0 || time_col.null_count() > 0 {
-        return Err(StoreError::Schema("partition columns must not be null".into()));
-    }
-    let mut groups: BTreeMap<(AdvertiserId, i32), Vec<u32>> = BTreeMap::new();
-    let mut last: Option<(&str, i32, (AdvertiserId, i32))> = None;
-    for (i, day) in days.iter().enumerate() {
+    // Advertisers are few and usually the same row after row: a short list, checked last-first.
+    let mut advertisers: Vec<(&str, AdvertiserId)> = Vec::new();
+    let mut slots: std::collections::HashMap<(u32, i32), usize, std::hash::BuildHasherDefault<PairHasher>> = Default::default();
+    let mut groups: Vec<(PartitionKey, Vec<u32>)> = Vec::new();
+    let mut last: Option<(u32, i32, usize)> = None;
+    for (i, &day) in days.iter().enumerate() {
         let a = adv.value(i);
-        let key = match &last {
-            Some((la, ld, key)) if *la == a && *ld == *day => key.clone(),
-            _ => {
-                let id: AdvertiserId = a.parse().map_err(StoreError::Schema)?;
-                let key = (id, *day);
-                last = Some((a, *day, key.clone()));
-                key
-            }
+        let ai = match last {
+            Some((ai, ..)) if advertisers[ai as usize].0 == a => ai,
+            _ => match advertisers.iter().position(|(s, _)| *s == a) {
+                Some(ai) => ai as u32,
+                None => {
+                    advertisers.push((a, a.parse().map_err(StoreError::Schema)?));
+                    (advertisers.len() - 1) as u32
+                }
+            },
         };
-        groups.entry(key).or_default().push(i as u32);
+        let slot = match last {
+            Some((la, ld, slot)) if la == ai && ld == day => slot,
+            _ => *slots.entry((ai, day)).or_insert_with(|| {
+                groups.push((PartitionKey { advertiser: advertisers[ai as usize].1.clone(), day }, Vec::new()));
+                groups.len() - 1
+            }),
+        };
+        groups[slot].1.push(i as u32);
+        last = Some((ai, day, slot));
     }
+    groups.sort_unstable_by(|x, y| x.0.cmp(&y.0));
     Ok(groups)
+}
+
+/// A multiplicative hash for the small integer pairs [`partition_rows`] looks up per row.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl std::hash::Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(n as u32 as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 fn day_to_date(day: i32) -> NaiveDate {
@@ -630,6 +771,46 @@ mod tests {
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n("USD", n))),
         ];
         RecordBatch::try_new(Table::Spend.schema(), cols).unwrap()
+    }
+
+    #[test]
+    fn splitter_groups_rows_by_partition_in_order() {
+        let batch = spend_batch(&[("acme", 3, 1.0), ("beta", 3, 2.0), ("acme", 1, 3.0), ("acme", 3, 4.0), ("beta", 3, 5.0), ("acme", 1, 6.0)]);
+        let dir = tempfile::tempdir().unwrap();
+        let parts = open(dir.path()).writer(Table::Spend, &stamp()).splitter().split(&batch).unwrap();
+        let got: Vec<(String, i32, Vec<f64>)> = parts
+            .iter()
+            .map(|p| {
+                let spend = p.rows.column_by_name("spend").unwrap().as_primitive::<arrow::datatypes::Float64Type>();
+                (p.key.advertiser.as_str().to_owned(), p.key.day, spend.values().to_vec())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("acme".to_owned(), 1, vec![3.0, 6.0]), ("acme".to_owned(), 3, vec![1.0, 4.0]), ("beta".to_owned(), 3, vec![2.0, 5.0])]
+        );
+        for p in &parts {
+            assert!(p.rows.column_by_name(ADVERTISER_ID).is_none(), "parts are in the file schema");
+            assert!(p.key.shard(2) < 2);
+            assert_eq!(p.key.shard(2), p.key.clone().shard(2));
+        }
+        let next = PartitionKey { day: parts[0].key.day + 1, ..parts[0].key.clone() };
+        assert_ne!(parts[0].key.shard(2), next.shard(2), "consecutive days alternate between two writers");
+    }
+
+    #[test]
+    fn id_gather_equals_arrow_take() {
+        let ids = arrow::array::FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+            (0u8..10).map(|i| (i % 3 != 0).then(|| [i; ID_WIDTH as usize])),
+            ID_WIDTH,
+        )
+        .unwrap();
+        let sliced = ids.slice(2, 7);
+        let order = arrow::array::UInt32Array::from(vec![6, 0, 3, 3, 1, 5]);
+        let ours = gather_ids(&sliced, order.values());
+        let theirs = arrow::compute::take(&sliced, &order, None).unwrap();
+        assert_eq!(&ours as &dyn Array, theirs.as_ref());
+        assert!(ours.null_count() > 0 && ours.null_count() < ours.len());
     }
 
     fn open(dir: &Path) -> Store {

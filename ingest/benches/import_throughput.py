@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Import throughput: `tally import touchpoints FILE.parquet` vs a DuckDB peer, same data, same run.
 
-Usage: python3 ingest/benches/import_throughput.py [--rows 5000000] [--tally PATH] [--runs 3] [--input synthetic|world]
+Usage: python3 ingest/benches/import_throughput.py [--rows 5000000] [--tally PATH] [--runs 3] [--input synthetic|world] [--order person|random]
 
 The input is a touchpoints file in the import format (SPEC 5): identifiers as SHA-256 hex
 (~85% present, one person per 25 touches), click ids on clicks, RFC-3339-typed timestamps
@@ -21,6 +21,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--rows", type=int, default=5_000_000)
 ap.add_argument("--runs", type=int, default=3)
 ap.add_argument("--input", choices=["synthetic", "world"], default="synthetic")
+ap.add_argument("--order", choices=["person", "random"], default="person",
+                help="synthetic rows grouped by person (as exports usually are) or in random order "
+                     "(no two neighbouring rows share an identifier: the converter's run memo never hits)")
 ap.add_argument("--tally", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "debug", "tally"))
 args = ap.parse_args()
 
@@ -54,6 +57,7 @@ copy (
          ['ca','tx','ny','fl','wa'][1 + (hash(i // 25, 9) % 5)::int] as geo_state,
          case when i % 10 = 0 then 0.8 else 0.004 end as cost
   from range({args.rows}) t(i)
+  {"order by hash(i, 42)" if args.order == "random" else ""}
 ) to '{src}' (format parquet, compression zstd, row_group_size 1000000)
 """)
 print(f"generated {args.rows:,} rows ({os.path.getsize(src)/1e6:.0f} MB) in {time.time()-t0:.1f}s", file=sys.stderr)

@@ -705,11 +705,21 @@ fn identifiers(col: &ArrayRef, alias: &str, form: IdForm, field: IdField, ctx: &
     let mut b = FixedSizeBinaryBuilder::with_capacity(n, ID_WIDTH);
     let mut hashed = 0;
     let text = as_text(col, alias, "identifiers")?;
+    // Exports often list one person's rows together: a value equal to the previous row's is
+    // not hashed again (same input, same pseudonym).
+    let mut last: Option<(&str, [u8; ID_WIDTH as usize], bool)> = None;
     for (row, v) in text_values(&text).enumerate() {
         let Some(v) = v else {
             b.append_null();
             continue;
         };
+        if let Some((prev, pseudo, on_arrival)) = &last
+            && *prev == v
+        {
+            hashed += usize::from(*on_arrival);
+            b.append_value(pseudo).expect("32 bytes");
+            continue;
+        }
         let result = match form {
             IdForm::Digest => tally_core::HashedId::from_hex(v)
                 .map(|h| (h, Provenance::SenderHashed))
@@ -718,8 +728,11 @@ fn identifiers(col: &ArrayRef, alias: &str, form: IdForm, field: IdField, ctx: &
         };
         match result {
             Ok((h, how)) => {
-                hashed += usize::from(how == Provenance::HashedOnArrival);
-                b.append_value(ctx.pseudonymizer.pseudonymize(&h).as_bytes()).expect("32 bytes");
+                let on_arrival = how == Provenance::HashedOnArrival;
+                hashed += usize::from(on_arrival);
+                let pseudo = *ctx.pseudonymizer.pseudonymize(&h).as_bytes();
+                b.append_value(pseudo).expect("32 bytes");
+                last = Some((v, pseudo, on_arrival));
             }
             Err(message) => {
                 errors.set(row, alias, message);
@@ -852,6 +865,30 @@ mod tests {
         assert!(em.is_null(2));
         let key_id = out.batch.column_by_name("key_id").unwrap().as_string::<i32>();
         assert_eq!(key_id.value(0), "k1");
+    }
+
+    #[test]
+    fn runs_of_one_identifier_are_hashed_once_and_counted_per_row() {
+        let other = "a5b4ad3b0a1ae4a9b4e8e06a8d0bdb8e9b8ec7b1a1d1e2f3a4b5c6d7e8f9a0b1";
+        let json = [
+            with(TOUCH, r#"{"em":"John_Smith@Gmail.com"}"#),
+            with(TOUCH, r#"{"em":"John_Smith@Gmail.com"}"#),
+            with(TOUCH, r#"{"em":"nope"}"#),
+            with(TOUCH, r#"{"em":"nope"}"#),
+            with(TOUCH, &format!(r#"{{"em":"{other}"}}"#)),
+            with(TOUCH, &format!(r#"{{"em":"{other}"}}"#)),
+            with(TOUCH, r#"{"em":"John_Smith@Gmail.com"}"#),
+        ];
+        let json: Vec<&str> = json.iter().map(String::as_str).collect();
+        let out = run(Table::Touchpoints, &json, &ctx()).unwrap();
+        // Every plaintext row counts, repeated or not; every bad row is reported, repeated or not.
+        assert_eq!(out.hashed_on_arrival, 3);
+        assert_eq!(out.rejected.iter().map(|r| r.row).collect::<Vec<_>>(), [2, 3]);
+        let em = out.batch.column_by_name("em").unwrap().as_fixed_size_binary();
+        let john = ctx().pseudonymizer.pseudonymize(&tally_core::HashedId::from_hex("62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f").unwrap());
+        let other = ctx().pseudonymizer.pseudonymize(&tally_core::HashedId::from_hex(other).unwrap());
+        let kept: Vec<&[u8]> = (0..em.len()).map(|i| em.value(i)).collect();
+        assert_eq!(kept, [john.as_bytes(), john.as_bytes(), other.as_bytes(), other.as_bytes(), john.as_bytes()].map(|b| &b[..]));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `tally import`: bulk-load files through the same validation, hashing and writer as the API.
 //!
 //! Files are read one batch at a time (memory stays bounded whatever the file size) on a reader
-//! thread while this thread validates and writes, so reading and encoding overlap on two cores.
+//! thread; this thread validates, pseudonymizes and splits each batch by partition; one writer
+//! thread per core encodes the partitions it owns. The stages overlap on every core.
 //! Nothing becomes visible until every file has been read: then the good rows' Parquet files are
 //! renamed into place, or — with `strict` and any bad row, or on any file-level error — all
 //! partial files are removed and nothing is stored.
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tally_core::schema::Table;
 use arrow::array::RecordBatch;
-use tally_core::{PartitionedWriter, Store, WrittenFile};
+use tally_core::{Part, PartitionedWriter, Splitter, Store, WrittenFile};
 
 use crate::convert::{Context, convert};
 use crate::raw::{self, Format, RawBatch, ReadError};
@@ -114,29 +115,58 @@ pub async fn import(store: &Store, request: &ImportRequest, mut progress: impl F
         sources.push((file.clone(), format, size));
     }
 
-    let writer = store.writer(request.table, &store.stamp(request.context.pseudonymizer.key_id()));
-    let (to_writer, batches_in) = mpsc::sync_channel::<RecordBatch>(2);
-    let write_thread = std::thread::Builder::new()
-        .name("tally-import-write".into())
-        .spawn(move || write_all(writer, batches_in))
-        .map_err(|e| ImportError::File { file: PathBuf::new(), message: format!("cannot start a writer thread: {e}") })?;
+    // Parquet encoding is the heaviest stage: partitions are spread over one writer thread per
+    // core (each partition always to the same one), fed by the converting thread.
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_WRITER_THREADS);
+    let stamp = store.stamp(request.context.pseudonymizer.key_id());
+    let mut to_writers = Vec::with_capacity(shards);
+    let mut write_threads = Vec::with_capacity(shards);
+    let mut splitter = None;
+    for i in 0..shards {
+        let writer = store.writer(request.table, &stamp).with_memory_budget(WRITER_MEMORY_BUDGET / shards);
+        splitter.get_or_insert_with(|| writer.splitter());
+        let (to_writer, parts_in) = mpsc::sync_channel::<Vec<Part>>(2);
+        let thread = std::thread::Builder::new()
+            .name(format!("tally-import-write-{i}"))
+            .spawn(move || write_all(writer, parts_in))
+            .map_err(|e| ImportError::File { file: PathBuf::new(), message: format!("cannot start a writer thread: {e}") })?;
+        to_writers.push(to_writer);
+        write_threads.push(thread);
+    }
+    let route = Route { splitter: splitter.expect("at least one writer"), to_writers };
 
     let mut report = ImportReport::default();
-    let read = read_convert(request, &sources, total_bytes, &to_writer, &mut report, &mut progress);
-    drop(to_writer);
-    let (writer, written) = write_thread.join().expect("the writer thread does not panic");
-    let t_write = written?;
+    let read = read_convert(request, &sources, total_bytes, &route, &mut report, &mut progress);
+    drop(route);
+    let mut writers = Vec::with_capacity(shards);
+    let mut t_write = Duration::ZERO;
+    let mut write_error = None;
+    for thread in write_threads {
+        let (writer, written) = thread.join().expect("the writer threads do not panic");
+        match written {
+            Ok(t) => t_write += t,
+            Err(e) => write_error = write_error.or(Some(e)),
+        }
+        writers.push(writer);
+    }
+    // Dropping the writers on any error removes their partial files.
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
     let t_convert = read?;
     if request.strict && report.rejected_total > 0 {
-        writer.abort();
+        writers.into_iter().for_each(PartitionedWriter::abort);
         return Ok(report);
     }
-    report.rows_stored = writer.rows() as u64;
+    report.rows_stored = writers.iter().map(|w| w.rows() as u64).sum();
     let t = Instant::now();
-    report.files_written = writer.finish().await?;
+    for writer in writers {
+        report.files_written.extend(writer.finish().await?);
+    }
     tracing::debug!(
         convert_ms = t_convert.as_millis() as u64,
         write_ms = t_write.as_millis() as u64,
+        writer_threads = shards,
         finish_ms = t.elapsed().as_millis() as u64,
         rows = report.rows_read,
         "import phases (convert and write overlap)"
@@ -145,13 +175,41 @@ pub async fn import(store: &Store, request: &ImportRequest, mut progress: impl F
     Ok(report)
 }
 
+/// Writer threads at most (one per core is what pays).
+const MAX_WRITER_THREADS: usize = 4;
+/// Memory the writers' open files may hold in all, before row groups end early.
+const WRITER_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Sends each converted batch's partitions to the writer thread that owns them.
+struct Route {
+    splitter: Splitter,
+    to_writers: Vec<mpsc::SyncSender<Vec<Part>>>,
+}
+
+impl Route {
+    /// False when a writer has stopped (on an error, which the caller reports).
+    fn send(&self, batch: &RecordBatch) -> Result<bool, tally_core::StoreError> {
+        let n = self.to_writers.len();
+        let mut shards: Vec<Vec<Part>> = vec![Vec::new(); n];
+        for part in self.splitter.split(batch)? {
+            shards[part.key.shard(n)].push(part);
+        }
+        for (parts, to) in shards.into_iter().zip(&self.to_writers) {
+            if !parts.is_empty() && to.send(parts).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Reads and validates every file, sending good rows to the writer; returns the time spent
 /// converting. Under `strict`, rows stop flowing at the first bad one (all are still checked).
 fn read_convert(
     request: &ImportRequest,
     sources: &[(PathBuf, Format, u64)],
     total_bytes: u64,
-    to_writer: &mpsc::SyncSender<RecordBatch>,
+    route: &Route,
     report: &mut ImportReport,
     progress: &mut impl FnMut(Progress<'_>),
 ) -> Result<Duration, ImportError> {
@@ -173,9 +231,12 @@ fn read_convert(
                     report.rejected.push(Rejection { file: file.clone(), location: locations.describe(e.row), column: e.column, message: e.message });
                 }
             }
-            if !(request.strict && report.rejected_total > 0) && to_writer.send(converted.batch).is_err() {
-                // The writer stopped on an error, which the caller reports.
-                return Ok(t_convert);
+            if !(request.strict && report.rejected_total > 0) {
+                let sent = route.send(&converted.batch).map_err(|e| ImportError::File { file: file.clone(), message: e.to_string() })?;
+                if !sent {
+                    // A writer stopped on an error, which the caller reports.
+                    return Ok(t_convert);
+                }
             }
             let fraction = if total_bytes == 0 { 1.0 } else { (done_bytes as f64 + frac * *size as f64) / total_bytes as f64 };
             progress(Progress { file, fraction, rows: report.rows_read });
@@ -185,12 +246,12 @@ fn read_convert(
     Ok(t_convert)
 }
 
-/// The writer thread: writes every batch it receives; stops at the first error.
-fn write_all(mut writer: PartitionedWriter, batches: mpsc::Receiver<RecordBatch>) -> (PartitionedWriter, Result<Duration, tally_core::StoreError>) {
+/// A writer thread: writes every set of parts it receives; stops at the first error.
+fn write_all(mut writer: PartitionedWriter, parts: mpsc::Receiver<Vec<Part>>) -> (PartitionedWriter, Result<Duration, tally_core::StoreError>) {
     let mut spent = Duration::ZERO;
-    for batch in batches {
+    for batch in parts {
         let t = Instant::now();
-        if let Err(e) = writer.write(&batch) {
+        if let Err(e) = writer.write_parts(batch) {
             return (writer, Err(e));
         }
         spent += t.elapsed();
