@@ -350,3 +350,75 @@ fn store_failure_loses_nothing_and_recovers_by_itself() {
     assert!(server.terminate().success());
     assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id like 'held%'")), 5);
 }
+
+/// A tmpfs mounted over a directory for the life of a test (tests run as root, as CI does).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"]).arg(dir).output().expect("run mount");
+        assert!(out.status.success(), "mounting a {size} tmpfs at {} failed (the disk-full test needs root): {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `path` until a write fails with ENOSPC; returns the filler.
+fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("unexpected error filling the disk: {e}"),
+        }
+    }
+    // Bytes below a page may still fit; leave none.
+    let mut byte = [0u8; 1];
+    while f.write(&byte).map(|n| n > 0).unwrap_or(false) {
+        byte[0] = byte[0].wrapping_add(1);
+    }
+    filler
+}
+
+/// The data directory's disk fills up: requests get 503 with Retry-After and nothing of them
+/// is stored; what was acknowledged before survives; once space returns the server takes
+/// writes again by itself, and every acknowledged event reaches Parquet exactly once.
+#[test]
+fn disk_full_answers_503_and_recovers_when_space_returns() {
+    let s = Scratch::new();
+    let _disk = Tmpfs::mount(&s.data(), "24m");
+    let key = s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]).trim().to_owned();
+    let when = recent(1, 16);
+    let batch = |prefix: &str, n: usize| format!("[{}]", (0..n).map(|i| event_json(&format!("{prefix}{i}"), &when)).collect::<Vec<_>>().join(","));
+    let server = Served::start(&s);
+    assert_eq!(post(&server.addr, "/v1/events", &key, &batch("before", 10)).unwrap().0, 200);
+
+    let filler = fill_disk(&s.data());
+    for attempt in 0..3 {
+        let (status, head, body) = post_raw(&server.addr, "/v1/events", &key, &batch(&format!("full{attempt}-"), 300)).unwrap();
+        assert_eq!(status, 503, "a full disk is 503, not {status}: {body}");
+        assert!(head.to_ascii_lowercase().contains("retry-after:"), "503 carries Retry-After: {head}");
+        assert!(body.contains("write-ahead log unavailable"), "{body}");
+    }
+    assert!(metric(&server.addr, "tally_wal_failures_total") >= 3.0);
+
+    std::fs::remove_file(&filler).unwrap();
+    let (status, body) = post(&server.addr, "/v1/events", &key, &batch("after", 10)).unwrap();
+    assert_eq!(status, 200, "writes resume by themselves once space returns: {body}");
+    assert!(server.terminate().success(), "graceful stop flushes the WAL");
+
+    assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id like 'full%'")), 0, "nothing of a refused request is stored");
+    assert_eq!(scalar_i64(&s.sql("select count(distinct event_id) from conversions where event_id like 'before%'")), 10);
+    assert_eq!(scalar_i64(&s.sql("select count(distinct event_id) from conversions where event_id like 'after%'")), 10);
+    assert_eq!(scalar_i64(&s.sql("select count(*) from conversions")), 20, "each acknowledged event exactly once");
+}
