@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tally_core::schema::Table;
-use tally_core::{KeyStore, Principal, Pseudonymizer, Store};
+use tally_core::{AdvertiserId, KeyStore, Principal, Pseudonymizer, Store};
 
 use crate::convert::{Context, RowError, convert};
 use crate::dialect;
@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub burst_per_key: f64,
     /// WAL segment thresholds.
     pub wal: WalConfig,
+    /// Web origins whose pages may send the browser pixel (`/v1/pixel`) cross-origin.
+    pub pixel_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             rate_per_key: 2000.0,
             burst_per_key: 4000.0,
             wal: WalConfig::default(),
+            pixel_origins: Vec::new(),
         }
     }
 }
@@ -98,17 +101,30 @@ struct Keys {
 }
 
 impl Keys {
+    /// The advertiser whose live key lists `source` (a pixel or app id).
+    fn source_owner(&self, source: &str) -> Option<AdvertiserId> {
+        if let Some(a) = self.loaded.read().expect("keys lock").0.source_owner(source) {
+            return Some(a.clone());
+        }
+        self.reload_if_changed()?.source_owner(source).cloned()
+    }
+
     fn authenticate(&self, presented: &str) -> Option<Principal> {
         if let Some(p) = self.loaded.read().expect("keys lock").0.authenticate(presented) {
             return Some(p);
         }
         // Unknown key: reload if the file changed since we read it, then try once more.
+        self.reload_if_changed()?.authenticate(presented)
+    }
+
+    /// The key store re-read, if its file changed since it was last read.
+    fn reload_if_changed(&self) -> Option<Arc<KeyStore>> {
         let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         let stale = self.loaded.read().expect("keys lock").1 != modified;
         if stale && let Ok(store) = KeyStore::open_or_create(&self.path) {
             let store = Arc::new(store);
             *self.loaded.write().expect("keys lock") = (store.clone(), modified);
-            return store.authenticate(presented);
+            return Some(store);
         }
         None
     }
@@ -211,6 +227,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/open_api/v1.3/event/track/", post(tiktok_events))
         .route("/open_api/v1.3/pixel/track/", post(tiktok_pixel_track))
         .route("/open_api/v1.3/pixel/batch/", post(tiktok_pixel_batch))
+        .route("/v1/pixel", post(pixel_post).options(pixel_preflight))
+        .route("/v1/pixel.gif", get(pixel_gif))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -316,7 +334,12 @@ async fn native(state: &AppState, table: Table, headers: &HeaderMap, body: &[u8]
     if let Err(r) = rate_limit(state, &principal) {
         return r;
     }
-    let values: Vec<Result<Value, String>> = match serde_json::from_slice::<Value>(body) {
+    native_rows(state, table, &principal, parse_rows(body), None).await.into_response()
+}
+
+/// A JSON array, one object, or JSON lines: one entry per row, unparseable lines as errors.
+fn parse_rows(body: &[u8]) -> Vec<Result<Value, String>> {
+    match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) => items.into_iter().map(Ok).collect(),
         Ok(Value::Object(o)) => vec![Ok(Value::Object(o))],
         _ => body
@@ -324,9 +347,21 @@ async fn native(state: &AppState, table: Table, headers: &HeaderMap, body: &[u8]
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
             .map(|l| serde_json::from_slice(l).map_err(|e| format!("invalid JSON: {e}")))
             .collect(),
-    };
+    }
+}
+
+/// Validates rows for `principal`, appends the good ones to the WAL, answers per row. With
+/// `origin`, every row's `origin` is set to it (whatever the sender claimed).
+async fn native_rows(state: &AppState, table: Table, principal: &Principal, mut values: Vec<Result<Value, String>>, origin: Option<&str>) -> Result<Stored, Response> {
+    if let Some(origin) = origin {
+        for v in values.iter_mut().flatten() {
+            if let Value::Object(o) = v {
+                o.insert("origin".into(), Value::String(origin.into()));
+            }
+        }
+    }
     if values.is_empty() {
-        return native_error(StatusCode::BAD_REQUEST, "the body holds no rows (send a JSON array or JSON lines)");
+        return Err(native_error(StatusCode::BAD_REQUEST, "the body holds no rows (send a JSON array or JSON lines)"));
     }
     let (raw, unreadable) = json_rows(values);
     let ctx = Context::for_table(&state.store, table, state.pseudonymizer.clone(), Some(principal.advertiser_id.clone()));
@@ -334,23 +369,133 @@ async fn native(state: &AppState, table: Table, headers: &HeaderMap, body: &[u8]
         Ok(c) => c,
         Err(e) => {
             state.metrics.reject("invalid", raw.num_rows() as u64);
-            return native_error(StatusCode::BAD_REQUEST, e.to_string());
+            return Err(native_error(StatusCode::BAD_REQUEST, e.to_string()));
         }
     };
     let mut rejected = converted.rejected;
     let mut batch = converted.batch;
     if table == Table::Conversions {
-        let (kept, foreign) = own_sources_only(&batch, &converted.kept, &principal);
+        let (kept, foreign) = own_sources_only(&batch, &converted.kept, principal);
         batch = kept;
         rejected.extend(foreign);
         rejected.sort_by_key(|e| e.row);
     }
     state.metrics.reject("invalid", rejected.len() as u64);
     if let Err(e) = append(state, table, &batch).await {
-        return unavailable(&e);
+        return Err(unavailable(&e));
     }
-    let rejected: Vec<Value> = rejected.iter().map(|e| json!({ "index": e.row, "error": format!("`{}`: {}", e.column, e.message) })).collect();
-    (StatusCode::OK, axum::Json(json!({ "accepted": batch.num_rows(), "rejected": rejected }))).into_response()
+    let rejected = rejected.iter().map(|e| json!({ "index": e.row, "error": format!("`{}`: {}", e.column, e.message) })).collect();
+    Ok(Stored { accepted: batch.num_rows(), rejected })
+}
+
+/// What [`native_rows`] stored: rows accepted (durable) and the rejected ones with reasons.
+struct Stored {
+    accepted: usize,
+    rejected: Vec<Value>,
+}
+
+impl IntoResponse for Stored {
+    fn into_response(self) -> Response {
+        (StatusCode::OK, axum::Json(json!({ "accepted": self.accepted, "rejected": self.rejected }))).into_response()
+    }
+}
+
+
+/// A 1×1 transparent GIF.
+const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+
+/// The CORS answer for a pixel request: `Err` (403) when a page of an origin not configured
+/// (`tally serve --pixel-origin`) sent it; `Ok` with the headers to add otherwise.
+fn pixel_cors(state: &AppState, headers: &HeaderMap) -> Result<Vec<(header::HeaderName, HeaderValue)>, Response> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(Vec::new()); // not a cross-origin browser request
+    };
+    let allowed = origin.to_str().is_ok_and(|o| state.config.pixel_origins.iter().any(|a| a == o));
+    if !allowed {
+        state.metrics.reject("origin", 1);
+        return Err(native_error(StatusCode::FORBIDDEN, format!("origin {origin:?} may not send this pixel (tally serve --pixel-origin ORIGIN)")));
+    }
+    Ok(vec![
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()),
+        (header::VARY, HeaderValue::from_static("Origin")),
+    ])
+}
+
+/// `OPTIONS /v1/pixel`: the CORS preflight.
+async fn pixel_preflight(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match pixel_cors(&state, &headers) {
+        Ok(mut cors) => {
+            cors.push((header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, GET, OPTIONS")));
+            cors.push((header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type")));
+            cors.push((header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400")));
+            with_headers(StatusCode::NO_CONTENT.into_response(), cors)
+        }
+        Err(r) => r,
+    }
+}
+
+/// `POST /v1/pixel`: the browser copy of conversions (`origin = 'browser'`). A page holds no
+/// secret, so there is no API key: the rows' `source_id` names the pixel, which must belong to
+/// an advertiser (a key created with `--source`); rows naming another pixel are refused.
+async fn pixel_post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let cors = match pixel_cors(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let response = pixel_rows(&state, parse_rows(&body)).await.into_response();
+    with_headers(response, cors)
+}
+
+/// `GET /v1/pixel.gif?source_id=…&event_name=…&event_id=…&event_time=…&em=…&value=…`: the same
+/// as `POST /v1/pixel` with one row in the query; answers a 1×1 GIF once the row is durable.
+async fn pixel_gif(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(query): Query<Vec<(String, String)>>) -> Response {
+    let cors = match pixel_cors(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut row = serde_json::Map::new();
+    for (k, v) in query {
+        // Query values are text; the columns that are numbers or flags get JSON numbers/booleans.
+        let value = match k.as_str() {
+            "value" | "event_time" => v.parse::<f64>().ok().and_then(|n| serde_json::Number::from_f64(n).map(Value::Number)).unwrap_or(Value::String(v)),
+            "is_test" | "opt_out" => v.parse::<bool>().map(Value::Bool).unwrap_or(Value::String(v)),
+            _ => Value::String(v),
+        };
+        row.insert(k, value);
+    }
+    let mut cors = cors;
+    match pixel_rows(&state, vec![Ok(Value::Object(row))]).await {
+        Ok(stored) if stored.accepted == 1 => {}
+        Ok(stored) => {
+            let error = stored.rejected.first().and_then(|r| r["error"].as_str()).unwrap_or("the row was refused").to_owned();
+            return with_headers(native_error(StatusCode::BAD_REQUEST, error), cors);
+        }
+        Err(response) => return with_headers(response, cors),
+    }
+    cors.push((header::CONTENT_TYPE, HeaderValue::from_static("image/gif")));
+    cors.push((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    with_headers(PIXEL_GIF.into_response(), cors)
+}
+
+async fn pixel_rows(state: &AppState, rows: Vec<Result<Value, String>>) -> Result<Stored, Response> {
+    let source = rows.iter().flatten().find_map(|r| r.get("source_id")?.as_str().map(str::to_owned));
+    let Some(source) = source else {
+        state.metrics.reject("invalid", rows.len().max(1) as u64);
+        return Err(native_error(StatusCode::BAD_REQUEST, "`source_id` (the pixel id) is required"));
+    };
+    let owner = state.keys.source_owner(&source);
+    let Some(advertiser_id) = owner else {
+        state.metrics.reject("unknown_source", rows.len() as u64);
+        return Err(native_error(StatusCode::NOT_FOUND, format!("unknown pixel `{source}`")));
+    };
+    let principal = Principal { key_id: format!("pixel:{source}"), advertiser_id, sources: [source].into() };
+    rate_limit(state, &principal)?;
+    native_rows(state, Table::Conversions, &principal, rows, Some("browser")).await
+}
+
+fn with_headers(mut response: Response, headers: Vec<(header::HeaderName, HeaderValue)>) -> Response {
+    response.headers_mut().extend(headers);
+    response
 }
 
 /// Appends valid rows to the WAL (resolving once they are fsynced) and counts it.

@@ -20,11 +20,28 @@ pub(crate) struct ServeArgs {
     /// Requests per second allowed per API key (beyond it: 429 with Retry-After).
     #[arg(long, default_value_t = 2000.0)]
     rate_per_key: f64,
+    /// A web origin (e.g. https://shop.example.com) whose pages may send the browser pixel,
+    /// /v1/pixel, cross-origin; repeat for several. Pixel requests from other origins get 403.
+    #[arg(long = "pixel-origin", value_name = "ORIGIN")]
+    pixel_origins: Vec<String>,
 }
 
 pub(crate) async fn run(settings: &Settings, args: ServeArgs) -> Result<()> {
     let store = settings.open_store()?;
-    let config = ServerConfig { listen: args.listen, max_body_bytes: args.max_body_bytes, rate_per_key: args.rate_per_key, burst_per_key: args.rate_per_key * 2.0, ..ServerConfig::default() };
+    for origin in &args.pixel_origins {
+        let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains(['/', ' ', '*'])) {
+            anyhow::bail!("--pixel-origin `{origin}`: an origin is scheme://host[:port], like https://shop.example.com (browsers send it without a path)");
+        }
+    }
+    let config = ServerConfig {
+        listen: args.listen,
+        max_body_bytes: args.max_body_bytes,
+        rate_per_key: args.rate_per_key,
+        burst_per_key: args.rate_per_key * 2.0,
+        pixel_origins: args.pixel_origins,
+        ..ServerConfig::default()
+    };
     let server = Server::bind(store, settings.keystore_path()?, config).await?;
     // Handlers go in before the address is announced: a client that reads the address and
     // signals at once must get a graceful stop, not the default (fatal) action.

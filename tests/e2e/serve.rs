@@ -422,3 +422,86 @@ fn disk_full_answers_503_and_recovers_when_space_returns() {
     assert_eq!(scalar_i64(&s.sql("select count(distinct event_id) from conversions where event_id like 'after%'")), 10);
     assert_eq!(scalar_i64(&s.sql("select count(*) from conversions")), 20, "each acknowledged event exactly once");
 }
+
+/// A raw HTTP/1.1 request; returns (status, head, body bytes).
+fn request(addr: &str, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(stream, "{head}Host: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, head, response[split + 4..].to_vec())
+}
+
+/// The browser pixel: POST and GIF store rows with origin = 'browser' (whatever the page
+/// claims), CORS answers only configured origins, unknown pixels are refused, and a pixel of
+/// another advertiser's source cannot be written to through this one.
+#[test]
+fn browser_pixel_stores_browser_rows_with_cors_for_configured_origins() {
+    let s = Scratch::new();
+    s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]);
+    s.ok(&["keys", "create", "--advertiser", "globex", "--source", "px9"]);
+    let bad = s.tally(&["serve", "--pixel-origin", "shop.example.com"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("scheme://host"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let server = Served::start_with(&s, &["--pixel-origin", "https://shop.example.com"]);
+    let now = chrono::Utc::now().timestamp() - 60;
+
+    // Preflight: the configured origin gets CORS headers; another origin gets 403.
+    let (status, head, _) = request(&server.addr, "OPTIONS /v1/pixel HTTP/1.1\r\nOrigin: https://shop.example.com\r\nAccess-Control-Request-Method: POST\r\n", b"");
+    assert_eq!(status, 204, "{head}");
+    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: https://shop.example.com"), "{head}");
+    let (status, _, _) = request(&server.addr, "OPTIONS /v1/pixel HTTP/1.1\r\nOrigin: https://evil.example\r\n", b"");
+    assert_eq!(status, 403);
+
+    let row = |id: &str, source: &str| format!(r#"{{"source_id":"{source}","event_id":"{id}","event_name":"Purchase","event_time":{now},"em":"{id}@example.com","value":9.5,"currency":"USD","origin":"server"}}"#);
+    let body = format!("[{},{}]", row("px-a", "px1"), row("px-b", "px1"));
+    let (status, head, reply) = request(&server.addr, "POST /v1/pixel HTTP/1.1\r\nOrigin: https://shop.example.com\r\nContent-Type: text/plain\r\n", body.as_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    assert!(head.to_ascii_lowercase().contains("access-control-allow-origin: https://shop.example.com"), "{head}");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&reply).unwrap()["accepted"], 2);
+
+    // Another origin's page cannot write; nothing of its request is stored.
+    let (status, _, _) = request(&server.addr, "POST /v1/pixel HTTP/1.1\r\nOrigin: https://evil.example\r\n", row("px-evil", "px1").as_bytes());
+    assert_eq!(status, 403);
+    // A row naming another advertiser's pixel is refused per row.
+    let body = format!("[{},{}]", row("px-c", "px1"), row("px-foreign", "px9"));
+    let (status, _, reply) = request(&server.addr, "POST /v1/pixel HTTP/1.1\r\n", body.as_bytes());
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!((status, reply["accepted"].as_i64()), (200, Some(1)), "{reply}");
+    assert!(reply["rejected"][0]["error"].as_str().unwrap().contains("source"), "{reply}");
+    // Unknown pixel, missing pixel.
+    assert_eq!(request(&server.addr, "POST /v1/pixel HTTP/1.1\r\n", row("px-x", "nope").as_bytes()).0, 404);
+    assert_eq!(request(&server.addr, "POST /v1/pixel HTTP/1.1\r\n", br#"{"event_id":"x"}"#).0, 400);
+
+    // The GIF form.
+    let (status, head, gif) = request(
+        &server.addr,
+        &format!("GET /v1/pixel.gif?source_id=px1&event_id=px-gif&event_name=Lead&event_time={now}&em=gif%40example.com&value=3 HTTP/1.1\r\n"),
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&gif));
+    assert!(head.to_ascii_lowercase().contains("content-type: image/gif"), "{head}");
+    assert!(gif.starts_with(b"GIF89a"));
+    let (status, _, _) = request(&server.addr, "GET /v1/pixel.gif?source_id=px1&event_id=bad&event_name=Lead&event_time=soon HTTP/1.1\r\n", b"");
+    assert_eq!(status, 400, "an unparseable time is refused");
+
+    assert!(server.terminate().success());
+    assert_eq!(
+        s.sql_text("select event_id, origin, source_id, advertiser_id from conversions order by event_id"),
+        [
+            "+----------+---------+-----------+---------------+",
+            "| event_id | origin  | source_id | advertiser_id |",
+            "+----------+---------+-----------+---------------+",
+            "| px-a     | browser | px1       | acme          |",
+            "| px-b     | browser | px1       | acme          |",
+            "| px-c     | browser | px1       | acme          |",
+            "| px-gif   | browser | px1       | acme          |",
+            "+----------+---------+-----------+---------------+",
+        ]
+        .join("\n")
+    );
+}
