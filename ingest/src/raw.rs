@@ -303,11 +303,15 @@ pub fn json_rows(values: Vec<Result<serde_json::Value, String>>) -> (RecordBatch
             continue;
         }
         for (key, text) in row_cells {
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                names.push(key);
-                cells.push(vec![None; n]);
-                names.len() - 1
-            });
+            let i = match index.get(&key) {
+                Some(i) => *i,
+                None => {
+                    cells.push(vec![None; n]);
+                    names.push(key.clone());
+                    index.insert(key, names.len() - 1);
+                    names.len() - 1
+                }
+            };
             cells[i][row] = text;
         }
     }

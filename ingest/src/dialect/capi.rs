@@ -32,12 +32,13 @@ pub struct CapiRequest {
 /// accepted and ignored.
 pub fn capi_request_from_json(body: &[u8]) -> Result<CapiRequest, DialectError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DialectError::new(None, "$", format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(body) = value else {
+    let Value::Object(mut body) = value else {
         return Err(DialectError::new(None, "$", "the body must be a JSON object with a `data` array"));
     };
+    let data = data_array(body.remove("data"))?;
     let field = |key: &str| text(body.get(key)).map_err(|m| DialectError::new(None, format!("$['{key}']"), m));
     Ok(CapiRequest {
-        data: data_array(body.get("data"))?,
+        data,
         test_event_code: field("test_event_code")?,
         access_token: field("access_token")?,
         partner_agent: field("partner_agent")?,
@@ -65,17 +66,17 @@ pub fn capi_request_from_form(pairs: Vec<(String, String)>) -> Result<CapiReques
             *slot = Some(value);
         }
     }
-    req.data = data_array(data.map(Value::String).as_ref())?;
+    req.data = data_array(data.map(Value::String))?;
     Ok(req)
 }
 
 /// `data` as a list: a JSON array, or text holding one (form fields are text).
-fn data_array(v: Option<&Value>) -> Result<Vec<Value>, DialectError> {
+fn data_array(v: Option<Value>) -> Result<Vec<Value>, DialectError> {
     let bad = |m: &str| DialectError::new(None, "$['data']", m);
     match v {
         None | Some(Value::Null) => Err(bad("the parameter `data` is required")),
-        Some(Value::Array(items)) => Ok(items.clone()),
-        Some(Value::String(s)) => match serde_json::from_str(s) {
+        Some(Value::Array(items)) => Ok(items),
+        Some(Value::String(s)) => match serde_json::from_str(&s) {
             Ok(Value::Array(items)) => Ok(items),
             _ => Err(bad("`data` must be a JSON array of events")),
         },
