@@ -10,6 +10,7 @@ pub mod dialect;
 pub mod flush;
 pub mod import;
 pub mod raw;
+pub mod openapi;
 pub mod server;
 pub mod wal;
 

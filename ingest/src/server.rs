@@ -232,6 +232,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
         .layer(DefaultBodyLimit::max(max))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

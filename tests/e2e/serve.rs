@@ -23,6 +23,8 @@ impl Served {
 
     fn start_with(s: &Scratch, extra: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .current_dir(s.dir.path())
+            .env_remove("TALLY_CONFIG")
             .args(["--data", s.data().to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -504,4 +506,72 @@ fn browser_pixel_stores_browser_rows_with_cors_for_configured_origins() {
         ]
         .join("\n")
     );
+}
+
+/// `/openapi.json` is served, documents every SPEC endpoint, and each documented path and
+/// method is a real route of the running server (none answers 404 or 405).
+#[test]
+fn openapi_document_covers_every_route() {
+    let s = Scratch::new();
+    s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]);
+    let server = Served::start(&s);
+    let (status, _, body) = request(&server.addr, "GET /openapi.json HTTP/1.1\r\n", b"");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&body).expect("the document is JSON");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for spec in [
+        "/{api_version}/{pixel_id}/events",
+        "/open_api/v1.3/event/track/",
+        "/open_api/v1.3/pixel/track/",
+        "/open_api/v1.3/pixel/batch/",
+        "/v1/events",
+        "/v1/touchpoints",
+        "/v1/pixel",
+        "/v1/pixel.gif",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(spec), "{spec} is documented");
+    }
+    let mut checked = 0;
+    for (path, methods) in paths {
+        let concrete = path.replace("{api_version}", "v19.0").replace("{pixel_id}", "px1");
+        for (method, operation) in methods.as_object().unwrap() {
+            let (status, _, _) = request(&server.addr, &format!("{} {concrete} HTTP/1.1\r\n", method.to_uppercase()), b"");
+            assert!(status != 404 && status != 405, "{method} {path} is documented but not served ({status})");
+            assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} documents its answers");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13, "{checked}");
+    assert_eq!(request(&server.addr, "GET /v1/nope HTTP/1.1\r\n", b"").0, 404, "the check can fail");
+}
+
+/// Under a policy that refuses plaintext identifiers, a CAPI request carrying one is refused
+/// whole with Meta's envelope (subcode 2804016) naming the field, and nothing of it is stored;
+/// the same events hashed are accepted.
+#[test]
+fn reject_policy_refuses_plaintext_in_capi_with_metas_subcode() {
+    let s = Scratch::new();
+    s.write("tally.toml", "[policy]\njurisdiction = \"US\"\nplaintext_identifiers = \"reject\"\nk_anonymity = 5\n[[policy.storage]]\nlocal = \"*\"\n");
+    let key = s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]).trim().to_owned();
+    let server = Served::start(&s);
+    let now = chrono::Utc::now().timestamp() - 60;
+    let event = |id: &str, em: &str| format!(r#"{{"event_name":"Purchase","event_time":{now},"event_id":"{id}","action_source":"website","user_data":{{"em":["{em}"]}}}}"#);
+    let plain = format!(r#"{{"data":[{},{}]}}"#, event("ok1", &sha256_hex("a@b.com")), event("plain", "Jane@Example.com"));
+    let (status, reply) = post(&server.addr, &format!("/v19.0/px1/events?access_token={key}"), "", &plain).unwrap();
+    assert_eq!(status, 400, "{reply}");
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["error"]["error_subcode"], 2_804_016, "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("$['data'][1]['user_data']['em']"), "{reply}");
+    let hashed = format!(r#"{{"data":[{},{}]}}"#, event("ok1", &sha256_hex("a@b.com")), event("ok2", &sha256_hex("jane@example.com")));
+    let (status, reply) = post(&server.addr, &format!("/v19.0/px1/events?access_token={key}"), "", &hashed).unwrap();
+    assert_eq!(status, 200, "{reply}");
+    assert!(server.terminate().success());
+    assert_eq!(s.sql_text("select event_id from conversions order by 1").lines().filter(|l| l.contains("ok") || l.contains("plain")).count(), 2);
+    assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id = 'plain'")), 0);
+    assert!(!walk(&s.data()).iter().any(|f| std::fs::read(f).is_ok_and(|b| b.windows(16).any(|w| w == b"Jane@Example.com"))), "no plaintext on disk");
 }
