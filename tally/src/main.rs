@@ -8,6 +8,7 @@ mod cmd_keys;
 mod cmd_sample;
 mod cmd_serve;
 mod config;
+mod http;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
