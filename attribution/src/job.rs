@@ -309,6 +309,7 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
                     campaign: campaigns.names[t.campaign as usize].clone(),
                     click: t.click,
                     touch_day: t.time.div_euclid(DAY) as i32,
+                    by_click: p.iter().map(|x| x.2).min() == Some(MatchKey::ClickId as u8),
                 })
             })
             .collect();

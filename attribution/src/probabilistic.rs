@@ -23,8 +23,10 @@
 //!    An unmatched conversion's credit to campaign `c` is `c`'s share of its cell's mean; the
 //!    organic share is the rest, so the credits sum to at most 1.
 //! 4. Unmatched conversions with no identifier at all could never have matched, whatever
-//!    caused them: their causes are those of the cell's identified conversions (the matched
-//!    ones by their campaign, the unmatched ones by step 3).
+//!    caused them. Person identifiers (em, ph, external_id) are present independently of the
+//!    cause, a click id is not (only a click can pass one), so their causes are those of the
+//!    cell's conversions that carry person identifiers but no click id: the matched ones by
+//!    their campaign, the unmatched ones by step 3.
 //!
 //! **Intervals.** A bootstrap over days (days resampled with replacement, ρ and θ refitted,
 //! B = 200) gives the estimator's spread; on top, each total gets the allocation noise of
@@ -65,6 +67,8 @@ pub(crate) struct MatchedTouchInfo {
     pub(crate) click: bool,
     /// UTC day (days since the epoch) of the `last_touch` touch.
     pub(crate) touch_day: i32,
+    /// The conversion's strongest match key is its click id.
+    pub(crate) by_click: bool,
 }
 
 /// The knobs of the step.
@@ -310,6 +314,10 @@ struct World {
     /// Per cell: unmatched conversions carrying identifiers (type b), and without (type a).
     unmatched_b: Vec<f64>,
     unmatched_a: Vec<f64>,
+    /// Per cell × campaign: matched (non-holdout) conversions whose strongest key is not a click id.
+    matched_nc: Vec<f64>,
+    /// Per cell: type-b unmatched conversions without a click id.
+    unmatched_b_nc: Vec<f64>,
     /// Per cell × campaign: holdout conversions by their deterministic campaign.
     holdout: Vec<f64>,
 }
@@ -416,11 +424,14 @@ impl World {
         for v in h.iter_mut() {
             *v = if ident > 0.0 { *v / ident } else { 0.0 };
         }
-        let matched: f64 = (0..width).map(|j| self.matched[g * width + j]).sum();
-        let ub = self.unmatched_b[g];
+        // Type a (no identifier at all): the cause mix of the cell's conversions that carry
+        // person identifiers but no click id — person identifiers are present independently of
+        // the cause, a click id is not (only click-caused conversions can carry one).
+        let matched: f64 = (0..n).map(|c| self.matched_nc[g * n + c]).sum();
+        let ub = self.unmatched_b_nc[g];
         let total = matched + ub;
         for c in 0..n {
-            a[c] = if total > 0.0 { (self.matched[g * width + c * 2] + self.matched[g * width + c * 2 + 1] + ub * b[c]) / total } else { b[c] };
+            a[c] = if total > 0.0 { (self.matched_nc[g * n + c] + ub * b[c]) / total } else { b[c] };
         }
     }
 }
@@ -445,6 +456,8 @@ pub(crate) async fn run(
     let os = convs.column_by_name("device_os").expect("schema").clone();
     let key = convs.column_by_name("conversion_key").expect("schema").as_string::<i32>();
     let value = convs.column_by_name("value").expect("schema").as_primitive::<Float64Type>();
+    let click_col = convs.column_by_name("click_id").expect("schema");
+    let has_click: Vec<bool> = (0..convs.num_rows()).map(|i| click_col.is_valid(i)).collect();
     let has_ids: Vec<bool> = (0..convs.num_rows())
         .map(|i| ["em", "ph", "external_id", "click_id"].iter().any(|c| convs.column_by_name(c).expect("schema").is_valid(i)))
         .collect();
@@ -525,6 +538,8 @@ pub(crate) async fn run(
             matched: vec![0.0; cells * width],
             unmatched_b: vec![0.0; cells],
             unmatched_a: vec![0.0; cells],
+            matched_nc: vec![0.0; cells * n_camp],
+            unmatched_b_nc: vec![0.0; cells],
             holdout: vec![0.0; cells * n_camp],
         };
 
@@ -553,6 +568,9 @@ pub(crate) async fn run(
                     lags[t][lag] += 1.0;
                     if let Some(g) = g {
                         w.matched[g * width + c * 2 + t] += 1.0;
+                        if !m.by_click {
+                            w.matched_nc[g * n_camp + c] += 1.0;
+                        }
                     }
                 }
                 None => {
@@ -561,6 +579,9 @@ pub(crate) async fn run(
                         Some(g) if !w.suppressed[g % cohorts] => {
                             if has_ids[i] {
                                 w.unmatched_b[g] += 1.0;
+                                if !has_click[i] {
+                                    w.unmatched_b_nc[g] += 1.0;
+                                }
                             } else {
                                 w.unmatched_a[g] += 1.0;
                             }
@@ -788,6 +809,8 @@ mod tests {
             matched: vec![0.0; days * 2 * 2],
             unmatched_b: vec![0.0; days * 2],
             unmatched_a: vec![0.0; days * 2],
+            matched_nc: vec![0.0; days * 2],
+            unmatched_b_nc: vec![0.0; days * 2],
             holdout: vec![0.0; days * 2],
         };
         // Cohort 0: 100 clicks a day, 90 identified; matched 9 a day ⇒ ρ = 0.1.
