@@ -43,9 +43,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Date32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{Date32Type, Float64Type, TimestampMicrosecondType};
+use futures::StreamExt;
 use chrono::{Duration, NaiveDate};
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
 use datafusion::prelude::{SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 use tally_core::schema::Table;
@@ -183,74 +183,61 @@ fn date_lit(d: NaiveDate) -> datafusion::prelude::Expr {
     lit(ScalarValue::Date32(Some(tally_core::store::date_to_day(d))))
 }
 
-fn text(c: &dyn Array, i: usize) -> String {
-    let s = arrow::compute::cast(&c.slice(i, 1), &arrow::datatypes::DataType::Utf8).ok();
-    s.and_then(|a| {
-        let a = a.as_string::<i32>();
-        a.is_valid(0).then(|| a.value(0).to_owned())
-    })
-    .unwrap_or_default()
+/// A string column as `Utf8`.
+fn utf8_column(batch: &RecordBatch, name: &str) -> Result<arrow::array::StringArray> {
+    let c = batch.column_by_name(name).ok_or_else(|| crate::error::Error::Input(format!("column `{name}` missing")))?;
+    Ok(arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+/// Row `i` of a string column, NULL as "".
+fn text(a: &arrow::array::StringArray, i: usize) -> &str {
+    if a.is_valid(i) { a.value(i) } else { "" }
 }
 
 /// Daily touch counts per cohort and campaign (for the lookback before `from` too), and the
-/// population of each cohort.
+/// population of each cohort (distinct hashed emails with a touch in the window).
+///
+/// Aggregated while the scan streams, not by a DataFusion aggregate: the result is small
+/// (days × cohorts × campaigns) and this way the step runs within any `--memory-limit` the
+/// deterministic sweep runs within.
 async fn read_activity(ctx: &SessionContext, p: &Params) -> Result<(Vec<ActivityRow>, Vec<(String, String, String, f64)>)> {
     let start = p.from - Duration::days(i64::from(p.click_window_days.max(p.view_window_days)) + 1);
-    let touches = ctx
+    let from_day = tally_core::store::date_to_day(p.from);
+    let columns = ["advertiser_id", "date", "geo_state", "device_os", "channel", "campaign_id", "touch_type", "em", "ph", "external_id"];
+    let mut stream = ctx
         .table(Table::Touchpoints.name())
         .await?
-        .filter(col("date").gt_eq(date_lit(start)).and(col("date").lt_eq(date_lit(p.to))))?;
-    let identified = col("em").is_not_null().or(col("ph").is_not_null()).or(col("external_id").is_not_null());
-    let activity = touches
-        .clone()
-        .aggregate(
-            vec![
-                col("advertiser_id"),
-                col("date"),
-                col("geo_state"),
-                col("device_os"),
-                col("channel"),
-                col("campaign_id"),
-                col("touch_type").eq(lit("click")).alias("click"),
-                identified.alias("identified"),
-            ],
-            vec![count(lit(1i64)).alias("n")],
-        )?
-        .collect()
+        .filter(col("date").gt_eq(date_lit(start)).and(col("date").lt_eq(date_lit(p.to))))?
+        .select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>())?
+        .execute_stream()
         .await?;
-    let mut rows = Vec::new();
-    for b in &activity {
-        let (adv, geo, os, ch, camp) = (b.column(0), b.column(2), b.column(3), b.column(4), b.column(5));
-        let date = b.column(1).as_primitive::<Date32Type>();
-        let click = b.column(6).as_boolean();
-        let idf = b.column(7).as_boolean();
-        let n = b.column(8).as_primitive::<Int64Type>();
+    type Key = (String, i32, String, String, String, String, bool, bool);
+    let mut counts: HashMap<Key, f64> = HashMap::new();
+    let mut people: HashMap<(String, String, String), std::collections::HashSet<u64>> = HashMap::new();
+    let utf8 = |c: &arrow::array::ArrayRef| -> Result<arrow::array::StringArray> { Ok(arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?.as_string::<i32>().clone()) };
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        let (adv, geo, os, ch, camp, ty) = (utf8(b.column(0))?, utf8(b.column(2))?, utf8(b.column(3))?, utf8(b.column(4))?, utf8(b.column(5))?, utf8(b.column(6))?);
+        let date = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Date32)?;
+        let date = date.as_primitive::<Date32Type>();
+        let (em, ph, ext) = (b.column(7), b.column(8), b.column(9));
+        let get = |a: &arrow::array::StringArray, i: usize| if a.is_valid(i) { a.value(i).to_owned() } else { String::new() };
         for i in 0..b.num_rows() {
-            rows.push(ActivityRow {
-                adv: text(adv.as_ref(), i),
-                day: date.value(i),
-                geo: text(geo.as_ref(), i),
-                os: text(os.as_ref(), i),
-                channel: text(ch.as_ref(), i),
-                campaign: text(camp.as_ref(), i),
-                click: click.value(i),
-                identified: idf.value(i),
-                n: n.value(i) as f64,
-            });
+            let identified = em.is_valid(i) || ph.is_valid(i) || ext.is_valid(i);
+            let key = (get(&adv, i), date.value(i), get(&geo, i), get(&os, i), get(&ch, i), get(&camp, i), ty.value(i) == "click", identified);
+            if date.value(i) >= from_day && em.is_valid(i) {
+                let digest = em.as_fixed_size_binary().value(i);
+                let person = u64::from_le_bytes(digest[..8].try_into().expect("32-byte digest"));
+                people.entry((key.0.clone(), key.2.clone(), key.3.clone())).or_default().insert(person);
+            }
+            *counts.entry(key).or_default() += 1.0;
         }
     }
-    let people = touches
-        .filter(col("date").gt_eq(date_lit(p.from)))?
-        .aggregate(vec![col("advertiser_id"), col("geo_state"), col("device_os")], vec![count_distinct(col("em")).alias("people")])?
-        .collect()
-        .await?;
-    let mut pop = Vec::new();
-    for b in &people {
-        let n = b.column(3).as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            pop.push((text(b.column(0).as_ref(), i), text(b.column(1).as_ref(), i), text(b.column(2).as_ref(), i), n.value(i) as f64));
-        }
-    }
+    let rows = counts
+        .into_iter()
+        .map(|((adv, day, geo, os, channel, campaign, click, identified), n)| ActivityRow { adv, day, geo, os, channel, campaign, click, identified, n })
+        .collect();
+    let pop = people.into_iter().map(|((a, g, o), set)| (a, g, o, set.len() as f64)).collect();
     Ok((rows, pop))
 }
 
@@ -452,8 +439,8 @@ pub(crate) async fn run(
     let from_day = tally_core::store::date_to_day(p.from);
     let days = (p.to - p.from).num_days() as usize + 1;
     let time = convs.column_by_name("event_time").expect("schema").as_primitive::<TimestampMicrosecondType>();
-    let geo = convs.column_by_name("geo_state").expect("schema").clone();
-    let os = convs.column_by_name("device_os").expect("schema").clone();
+    let geo = utf8_column(convs, "geo_state")?;
+    let os = utf8_column(convs, "device_os")?;
     let key = convs.column_by_name("conversion_key").expect("schema").as_string::<i32>();
     let value = convs.column_by_name("value").expect("schema").as_primitive::<Float64Type>();
     let click_col = convs.column_by_name("click_id").expect("schema");
@@ -479,7 +466,7 @@ pub(crate) async fn run(
             population.entry(dims(&r.geo, &r.os)).or_default();
         }
         for &i in &conv_ids {
-            population.entry(dims(&text(geo.as_ref(), i), &text(os.as_ref(), i))).or_default();
+            population.entry(dims(text(&geo, i), text(&os, i))).or_default();
         }
         let k = p.k_anonymity as f64;
         let mut group: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
@@ -551,7 +538,7 @@ pub(crate) async fn run(
         for &i in &conv_ids {
             let day = time.value(i).div_euclid(DAY) as i32;
             let d = (day - from_day) as usize;
-            let cohort = cohort_of(&text(geo.as_ref(), i), &text(os.as_ref(), i));
+            let cohort = cohort_of(text(&geo, i), text(&os, i));
             let g = cohort.map(|c| d * cohorts + c);
             match &last[i] {
                 Some(m) => {

@@ -59,7 +59,13 @@ fn y_axis(out: &mut String, top: f64, bottom: f64, max: f64, label: &str) {
 
 /// A number for an axis or label: integers plainly, else up to two decimals.
 pub fn fmt_num(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 && v.abs() < 1e9 { format!("{}", v.round() as i64) } else if v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+    if (v - v.round()).abs() < 1e-9 && v.abs() < 1e9 {
+        format!("{}", v.round() as i64)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}").trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
 }
 
 /// One line of a [`line_chart`].

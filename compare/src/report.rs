@@ -212,18 +212,14 @@ fn prepost_section(h: &mut String, pp: &Prepost, rows: &[PrepostRow]) {
         let det = s.values.get(&(ch.clone(), "attributed_deterministic".to_owned())).cloned().unwrap_or_default();
         let tot = s.values.get(&(ch.clone(), "attributed_total".to_owned())).cloned().unwrap_or_default();
         let mut bands = Vec::new();
-        for (metric, color) in [("attributed_deterministic", PALETTE[5]), ("attributed_total", PALETTE[0])] {
-            if let Some(r) = row(rows, ch, metric)
-                && let (Some(pre), Some(post), Some(lo), Some(hi)) = (r.pre_mean, r.post_mean, r.diff_low, r.diff_high)
-            {
-                // Pre: the mean ± half the interval width; post: pre mean + the diff interval.
-                let half = (hi - lo) / 2.0;
-                bands.push(Band { days: (0, cut.saturating_sub(1)), range: (pre - half / 2f64.sqrt(), pre + half / 2f64.sqrt()), color });
-                bands.push(Band { days: (cut, last), range: (pre + lo, pre + hi), color });
-                let _ = post;
+        for (values, color) in [(&det, PALETTE[5]), (&tot, PALETTE[0])] {
+            for (range, days) in [(&values[..cut.min(values.len())], (0, cut.saturating_sub(1))), (&values[cut.min(values.len())..], (cut, last))] {
+                if let Some((lo, hi)) = crate::stats::mean_interval(range, 0.95) {
+                    bands.push(Band { days, range: (lo, hi), color });
+                }
             }
         }
-        let _ = write!(h, "<p>For <b>{}</b>: matched by identifiers (orange) against matched plus modeled (blue). Shaded: the period means with their 95% intervals.</p>", escape(ch));
+        let _ = write!(h, "<p>For <b>{}</b>: matched by identifiers (orange) against matched plus modeled (blue). Shaded: each period's mean daily count with its 95% interval.</p>", escape(ch));
         h.push_str(&line_chart(
             &format!("{ch}: deterministic vs total (deterministic + modeled) per day"),
             "conversions / day",

@@ -56,6 +56,15 @@ pub(crate) fn welch(pre: &[f64], post: &[f64], level: f64) -> Option<Welch> {
     Some(Welch { diff, low: diff - q * se, high: diff + q * se, p_value })
 }
 
+/// The `level` t interval of the mean of `x` (`None` below two values).
+pub(crate) fn mean_interval(x: &[f64], level: f64) -> Option<(f64, f64)> {
+    let x: Vec<f64> = x.iter().copied().filter(|v| v.is_finite()).collect();
+    let (m, v) = mean_var(&x)?;
+    let t = StudentsT::new(0.0, 1.0, (x.len() - 1) as f64).ok()?;
+    let half = t.inverse_cdf(1.0 - (1.0 - level) / 2.0) * (v / x.len() as f64).sqrt();
+    Some((m - half, m + half))
+}
+
 /// A SplitMix64 generator: deterministic resampling without a `rand` dependency.
 pub(crate) struct Rng(pub(crate) u64);
 
