@@ -144,7 +144,7 @@ pub fn html(input: &ReportInput<'_>) -> String {
                 escape(&pp.control),
                 c.diff.unwrap_or(0.0),
                 p_text(c.p_value),
-                if c.p_value.is_some_and(|p| p < 0.01) { "a significant change there too, so read the comparison with care" } else { "no significant change, as expected for an untouched channel" }
+                if c.p_value.is_some_and(|p| p < 0.01) { "a significant change there too, so read the comparison with care" } else { "not significant at the 1% level used throughout this report, as expected for an untouched channel" }
             );
         }
     }
