@@ -196,7 +196,7 @@ def compare(con, a):
         where date between date '{a.from_}' and date '{a.to}';
       create or replace temp view tally_attr as
         select * from read_parquet('{data}/attributed_conversions/**/*.parquet', hive_partitioning = true)
-        where date between date '{a.from_}' and date '{a.to}';
+        where date between date '{a.from_}' and date '{a.to}' and method = 'deterministic';
     """)
     cols = ("conversion_key, sources, origin, event_time, received_at, source_id, event_id, event_name, "
             "action_source, em, ph, external_id, click_id, device_os, geo_state, value, currency, order_id")

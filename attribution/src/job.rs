@@ -34,6 +34,7 @@ use crate::keys::MatchKey;
 use crate::markov::{Transitions, path_credits};
 use crate::models::{PathTouch, heuristic_credits};
 use crate::options::{DAY, Model, Options};
+use crate::probabilistic::{self, MatchedTouchInfo, ProbRow, ProbabilisticSummary};
 use crate::scan;
 use crate::sweep::{ConversionIndex, Interner, MatchedTouch, SweepParams, sweep_partition};
 
@@ -87,6 +88,8 @@ pub struct Summary {
     pub replaced_files: usize,
     /// Seconds per stage.
     pub timings: Vec<(&'static str, f64)>,
+    /// The probabilistic cohort step (SPEC 6.5), when it ran.
+    pub probabilistic: Option<ProbabilisticSummary>,
 }
 
 /// Runs the deterministic attribution for `options` and writes `conversions_dedup` and
@@ -281,6 +284,52 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     drop(step_buffers);
     drop(spill_dir);
 
+    // Probabilistic cohorts for the unmatched conversions, validated on a holdout.
+    let mut prob_rows: Vec<ProbRow> = Vec::new();
+    if options.probabilistic {
+        progress(Progress::Stage("probabilistic cohort attribution"));
+        let mut credits = Vec::new();
+        let mut path_touches = Vec::new();
+        let last: Vec<Option<MatchedTouchInfo>> = (0..convs.num_rows())
+            .map(|c| {
+                let p = path(c);
+                if p.is_empty() {
+                    return None;
+                }
+                path_touches.clear();
+                path_touches.extend(p.iter().map(|&(_, t, _)| {
+                    let t = &touches[t as usize];
+                    PathTouch { time: t.time, click: t.click, channel: t.channel as usize }
+                }));
+                heuristic_credits(Model::LastTouch, &path_touches, 0, options.half_life, &mut credits);
+                let i = credits.iter().position(|&c| c > 0.0)?;
+                let t = &touches[p[i].1 as usize];
+                Some(MatchedTouchInfo {
+                    channel: channels.names[t.channel as usize].clone(),
+                    campaign: campaigns.names[t.campaign as usize].clone(),
+                    click: t.click,
+                    touch_day: t.time.div_euclid(DAY) as i32,
+                    by_click: p.iter().map(|x| x.2).min() == Some(MatchKey::ClickId as u8),
+                })
+            })
+            .collect();
+        let params = probabilistic::Params {
+            from,
+            to,
+            click_window_days: options.click_window.div_euclid(DAY) as i32,
+            view_window_days: options.view_window.div_euclid(DAY) as i32,
+            holdout: options.holdout,
+            by_geo: options.cohort_geo,
+            by_os: options.cohort_os,
+            k_anonymity: u64::from(store.policy().k_anonymity),
+            seed: options.seed,
+        };
+        let (rows, prob) = probabilistic::run(&ctx, &convs, &advertisers.names, &conv_adv, &last, &params).await?;
+        prob_rows = rows;
+        summary.probabilistic = Some(prob);
+        lap(&mut summary, "probabilistic");
+    }
+
     // 4. Write.
     progress(Progress::Stage("writing derived tables"));
     let stamp = store.stamp(key_id);
@@ -296,12 +345,26 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
         (dedup_handle.join().expect("dedup writer panicked"), attr)
     });
     summary.rows.insert(DerivedTable::ConversionsDedup.name(), dedup_result?);
-    summary.rows.insert(DerivedTable::AttributedConversions.name(), attr_result?);
+    let prob_written = write_probabilistic(&convs, &prob_rows, &mut attr_writer)?;
+    summary.rows.insert(DerivedTable::AttributedConversions.name(), attr_result? + prob_written);
     lap(&mut summary, "encode");
     let written_dedup = dedup_writer.finish().await?;
     let written_attr = attr_writer.finish().await?;
     summary.replaced_files += store.replace_files(&superseded_dedup, &written_dedup).await?;
     summary.replaced_files += store.replace_files(&superseded_attr, &written_attr).await?;
+    if let Some(prob) = &summary.probabilistic {
+        for (table, batch) in [
+            (DerivedTable::ProbabilisticTotals, probabilistic_totals_batch(prob, from, to)?),
+            (DerivedTable::ProbabilisticValidation, probabilistic_validation_batch(prob, from, to)?),
+        ] {
+            let superseded = store.list_window_files(table.name(), from, to).await?;
+            let mut writer = store.derived_writer(table, &stamp);
+            writer.write(&batch)?;
+            let written = writer.finish().await?;
+            summary.replaced_files += store.replace_files(&superseded, &written).await?;
+            summary.rows.insert(table.name(), batch.num_rows());
+        }
+    }
     lap(&mut summary, "commit");
     Ok(summary)
 }
@@ -415,6 +478,83 @@ fn write_attributed(o: &OutputContext<'_>, writer: &mut PartitionedWriter, credi
         }
     }
     Ok(rows)
+}
+
+/// Writes the probabilistic rows (`method = 'probabilistic'`, `match_key = 'cohort'`,
+/// `model = 'last_touch'`, no touch).
+fn write_probabilistic(convs: &RecordBatch, rows: &[ProbRow], writer: &mut PartitionedWriter) -> Result<usize> {
+    let adv = convs.column_by_name("advertiser_id").expect("schema").as_string::<i32>();
+    let key = convs.column_by_name("conversion_key").expect("schema").as_string::<i32>();
+    let name = convs.column_by_name("event_name").expect("schema").as_string::<i32>();
+    let time = convs.column_by_name("event_time").expect("schema").as_primitive::<TimestampMicrosecondType>();
+    let value = convs.column_by_name("value").expect("schema").as_primitive::<Float64Type>();
+    for chunk in rows.chunks(CHUNK_CONVERSIONS) {
+        let mut b = RowBuilder::default();
+        for r in chunk {
+            let c = r.conv as usize;
+            b.rows += 1;
+            b.adv.append_value(adv.value(c));
+            b.key.append_value(key.value(c));
+            b.event_name.append_value(name.value(c));
+            b.event_time.append_value(time.value(c));
+            b.model.append_value(Model::LastTouch.name());
+            b.method.append_value("probabilistic");
+            b.match_key.append_value("cohort");
+            b.touch_id.append_null();
+            b.channel.append_value(&r.channel);
+            b.campaign.append_value(&r.campaign);
+            b.credit.append_value(r.credit);
+            b.value_credit.append_option(value.is_valid(c).then(|| value.value(c) * r.credit));
+            b.credit_low.append_value(r.low);
+            b.credit_high.append_value(r.high);
+        }
+        writer.write(&b.finish()?)?;
+    }
+    Ok(rows.len())
+}
+
+fn date32(d: NaiveDate) -> i32 {
+    tally_core::store::date_to_day(d)
+}
+
+/// `probabilistic_totals` rows of a run.
+fn probabilistic_totals_batch(p: &ProbabilisticSummary, from: NaiveDate, to: NaiveDate) -> Result<RecordBatch> {
+    use arrow::array::{Date32Array, Float64Array, StringArray};
+    let t = &p.totals;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(t.iter().map(|r| r.advertiser_id.as_str()))),
+        Arc::new(Date32Array::from(vec![date32(from); t.len()])),
+        Arc::new(Date32Array::from(vec![date32(to); t.len()])),
+        Arc::new(StringArray::from_iter_values(t.iter().map(|r| r.channel.as_str()))),
+        Arc::new(StringArray::from_iter_values(t.iter().map(|r| r.campaign_id.as_str()))),
+        Arc::new(Float64Array::from_iter_values(t.iter().map(|r| r.credit))),
+        Arc::new(Float64Array::from_iter_values(t.iter().map(|r| r.low))),
+        Arc::new(Float64Array::from_iter_values(t.iter().map(|r| r.high))),
+        Arc::new(Float64Array::from_iter_values(t.iter().map(|r| r.value_credit))),
+    ];
+    Ok(RecordBatch::try_new(DerivedTable::ProbabilisticTotals.schema(), columns)?)
+}
+
+/// `probabilistic_validation` rows of a run.
+fn probabilistic_validation_batch(p: &ProbabilisticSummary, from: NaiveDate, to: NaiveDate) -> Result<RecordBatch> {
+    use arrow::array::{BooleanArray, Date32Array, Float64Array, Int64Array, StringArray};
+    let t = &p.checks;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(t.iter().map(|r| r.advertiser_id.as_str()))),
+        Arc::new(Date32Array::from(vec![date32(from); t.len()])),
+        Arc::new(Date32Array::from(vec![date32(to); t.len()])),
+        Arc::new(StringArray::from_iter_values(t.iter().map(|r| r.channel.as_str()))),
+        Arc::new(StringArray::from_iter_values(t.iter().map(|r| r.campaign_id.as_str()))),
+        Arc::new(Float64Array::from_iter_values(t.iter().map(|r| r.predicted))),
+        Arc::new(Int64Array::from_iter_values(t.iter().map(|r| r.actual))),
+        Arc::new(Float64Array::from_iter_values(t.iter().map(|r| r.low))),
+        Arc::new(Float64Array::from_iter_values(t.iter().map(|r| r.high))),
+        Arc::new(BooleanArray::from(t.iter().map(|r| r.covered()).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(vec![p.holdout as i64; t.len()])),
+        Arc::new(Float64Array::from(vec![p.wape; t.len()])),
+        Arc::new(Float64Array::from(vec![p.coverage; t.len()])),
+    ];
+    Ok(RecordBatch::try_new(DerivedTable::ProbabilisticValidation.schema(), columns)?)
 }
 
 struct Row<'a> {

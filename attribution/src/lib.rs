@@ -24,6 +24,7 @@ mod keys;
 pub mod markov;
 pub mod models;
 mod options;
+mod probabilistic;
 mod scan;
 mod sweep;
 
@@ -31,4 +32,5 @@ pub use dedup::DEDUP_WINDOW;
 pub use error::{Error, Result};
 pub use job::{Progress, Summary, run};
 pub use keys::MatchKey;
-pub use options::{Model, Options, parse_bytes, parse_duration};
+pub use options::{Model, Options, parse_bytes, parse_cohort, parse_duration};
+pub use probabilistic::{CampaignCheck, CampaignTotal, ProbabilisticSummary};

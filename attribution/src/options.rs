@@ -80,6 +80,16 @@ pub struct Options {
     pub memory_limit: Option<usize>,
     /// Parallel partitions of the scans (default: the number of cores).
     pub target_partitions: usize,
+    /// Run the probabilistic cohort step for unmatched conversions (SPEC 6.5; default on).
+    pub probabilistic: bool,
+    /// Share of matched conversions held out to validate the probabilistic model (0.10).
+    pub holdout: f64,
+    /// Cohort dimensions besides the date: `geo_state`, `device_os` (both by default).
+    pub cohort_geo: bool,
+    /// See `cohort_geo`.
+    pub cohort_os: bool,
+    /// Seed of the holdout choice and the bootstrap.
+    pub seed: u64,
 }
 
 impl Default for Options {
@@ -93,6 +103,11 @@ impl Default for Options {
             half_life: 7 * DAY,
             memory_limit: None,
             target_partitions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            probabilistic: true,
+            holdout: 0.10,
+            cohort_geo: true,
+            cohort_os: true,
+            seed: 6,
         }
     }
 }
@@ -110,6 +125,9 @@ impl Options {
         if self.click_window < 0 || self.view_window < 0 {
             return Err(Error::InvalidOptions("windows must not be negative".into()));
         }
+        if !(0.0..0.5).contains(&self.holdout) {
+            return Err(Error::InvalidOptions(format!("`--holdout` must be in [0, 0.5), got {}", self.holdout)));
+        }
         if self.half_life <= 0 {
             return Err(Error::InvalidOptions("`--half-life` must be positive".into()));
         }
@@ -120,6 +138,20 @@ impl Options {
     pub(crate) fn max_window(&self) -> i64 {
         self.click_window.max(self.view_window)
     }
+}
+
+/// Parses a cohort list such as `date,geo_state,device_os` into (by geo, by device).
+pub fn parse_cohort(s: &str) -> Result<(bool, bool), String> {
+    let (mut geo, mut os) = (false, false);
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "date" => {}
+            "geo_state" => geo = true,
+            "device_os" => os = true,
+            other => return Err(format!("unknown cohort dimension `{other}` (expected date, geo_state, device_os)")),
+        }
+    }
+    Ok((geo, os))
 }
 
 /// Parses a duration such as `7d`, `36h`, `90m`, `30s` into microseconds.

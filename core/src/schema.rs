@@ -116,31 +116,51 @@ pub enum DerivedTable {
     ConversionsDedup,
     /// One row per credited touch (deterministic) or campaign (probabilistic), per model.
     AttributedConversions,
+    /// Per campaign: the run's probabilistic total with its 90% interval (partition: the window's last day).
+    ProbabilisticTotals,
+    /// Per campaign: the run's holdout self-validation (partition: the window's last day).
+    ProbabilisticValidation,
+    /// Per day × channel × campaign: client vs server reconciliation (SPEC section 7).
+    ClientServer,
+    /// Per channel × metric: pre vs post a cutover (SPEC section 8; partition: the cutover day).
+    Prepost,
 }
 
 impl DerivedTable {
     /// Every derived table.
-    pub const ALL: [DerivedTable; 2] = [DerivedTable::ConversionsDedup, DerivedTable::AttributedConversions];
+    pub const ALL: [DerivedTable; 6] = [
+        DerivedTable::ConversionsDedup,
+        DerivedTable::AttributedConversions,
+        DerivedTable::ProbabilisticTotals,
+        DerivedTable::ProbabilisticValidation,
+        DerivedTable::ClientServer,
+        DerivedTable::Prepost,
+    ];
 
     /// The SQL name, which is also the directory name under the data root.
     pub fn name(self) -> &'static str {
         match self {
             DerivedTable::ConversionsDedup => "conversions_dedup",
             DerivedTable::AttributedConversions => "attributed_conversions",
+            DerivedTable::ProbabilisticTotals => "probabilistic_totals",
+            DerivedTable::ProbabilisticValidation => "probabilistic_validation",
+            DerivedTable::ClientServer => "client_server",
+            DerivedTable::Prepost => "prepost",
         }
     }
 
     /// The columns SQL sees, in SPEC order.
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<[SchemaRef; 2]> = LazyLock::new(|| DerivedTable::ALL.map(build_derived_schema));
+        static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| DerivedTable::ALL.map(build_derived_schema));
         SCHEMAS[self as usize].clone()
     }
 
-    /// The columns stored inside each Parquet file: the table schema less `advertiser_id`.
+    /// The columns stored inside each Parquet file: the table schema less the partition
+    /// columns (`advertiser_id`, and `date` where the table has one).
     pub fn file_schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<[SchemaRef; 2]> = LazyLock::new(|| {
+        static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
             DerivedTable::ALL.map(|t| {
-                let fields: Vec<_> = t.schema().fields().iter().filter(|f| f.name() != ADVERTISER_ID).cloned().collect();
+                let fields: Vec<_> = t.schema().fields().iter().filter(|f| f.name() != ADVERTISER_ID && f.name() != DATE).cloned().collect();
                 Arc::new(Schema::new(fields))
             })
         });
@@ -154,7 +174,12 @@ impl DerivedTable {
 
     /// The column whose UTC date is the row's `date` partition.
     pub fn partition_time_column(self) -> &'static str {
-        "event_time"
+        match self {
+            DerivedTable::ConversionsDedup | DerivedTable::AttributedConversions => "event_time",
+            DerivedTable::ProbabilisticTotals | DerivedTable::ProbabilisticValidation => "window_to",
+            DerivedTable::ClientServer => DATE,
+            DerivedTable::Prepost => "cutover",
+        }
     }
 }
 
@@ -165,8 +190,11 @@ impl fmt::Display for DerivedTable {
 }
 
 fn build_derived_schema(table: DerivedTable) -> SchemaRef {
-    use DataType::{Float64, Utf8};
+    use DataType::{Boolean, Date32, Float64, Int64, Utf8};
     let s = |name: &str, nullable| Field::new(name, Utf8, nullable);
+    let f = |name: &str, nullable| Field::new(name, Float64, nullable);
+    let i = |name: &str| Field::new(name, Int64, false);
+    let d = |name: &str| Field::new(name, Date32, false);
     let fields = match table {
         DerivedTable::ConversionsDedup => {
             let mut fields: Vec<Field> = Table::Conversions.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -189,6 +217,70 @@ fn build_derived_schema(table: DerivedTable) -> SchemaRef {
             Field::new("value_credit", Float64, true),
             Field::new("credit_low", Float64, true),
             Field::new("credit_high", Float64, true),
+        ],
+        DerivedTable::ProbabilisticTotals => vec![
+            s("advertiser_id", false),
+            d("window_from"),
+            d("window_to"),
+            s("channel", false),
+            s("campaign_id", false),
+            f("credit", false),
+            f("credit_low", false),
+            f("credit_high", false),
+            f("value_credit", true),
+        ],
+        DerivedTable::ProbabilisticValidation => vec![
+            s("advertiser_id", false),
+            d("window_from"),
+            d("window_to"),
+            s("channel", false),
+            s("campaign_id", false),
+            f("predicted", false),
+            i("actual"),
+            f("low", false),
+            f("high", false),
+            Field::new("covered", Boolean, false),
+            i("holdout"),
+            f("wape", true),
+            f("coverage", true),
+        ],
+        DerivedTable::ClientServer => vec![
+            s("advertiser_id", false),
+            d(DATE),
+            s("channel", true),
+            s("campaign_id", true),
+            i("server_only"),
+            i("browser_only"),
+            i("both"),
+            f("dedup_key_coverage", false),
+            f("match_rate", false),
+            f("attributed_server", false),
+            f("baseline_conversions", true),
+            f("discrepancy", true),
+            f("p_value", true),
+            Field::new("flagged", Boolean, false),
+        ],
+        DerivedTable::Prepost => vec![
+            s("advertiser_id", false),
+            d("cutover"),
+            s("control", false),
+            s("channel", false),
+            s("metric", false),
+            f("pre_mean", true),
+            f("post_mean", true),
+            f("diff", true),
+            f("diff_low", true),
+            f("diff_high", true),
+            f("boot_low", true),
+            f("boot_high", true),
+            f("p_value", true),
+            f("did_vs_control", true),
+            f("did_low", true),
+            f("did_high", true),
+            f("share_lost_identifiers", true),
+            f("share_fewer_conversions", true),
+            i("pre_days"),
+            i("post_days"),
         ],
     };
     Arc::new(Schema::new(fields))
@@ -305,9 +397,16 @@ mod tests {
              credit,value_credit,credit_low,credit_high"
         );
         for t in DerivedTable::ALL {
-            assert_eq!(t.file_schema().fields().len(), t.schema().fields().len() - 1);
+            let partitions = if t.schema().field_with_name(DATE).is_ok() { 2 } else { 1 };
+            assert_eq!(t.file_schema().fields().len(), t.schema().fields().len() - partitions);
             assert!(t.file_schema().field_with_name(ADVERTISER_ID).is_err());
+            assert!(t.schema().field_with_name(t.partition_time_column()).is_ok(), "{t}");
         }
+        assert_eq!(
+            names(DerivedTable::ClientServer),
+            "advertiser_id,date,channel,campaign_id,server_only,browser_only,both,dedup_key_coverage,match_rate,\
+             attributed_server,baseline_conversions,discrepancy,p_value,flagged"
+        );
     }
 
     #[test]

@@ -7,17 +7,17 @@ use std::time::Instant;
 use anyhow::Result;
 use chrono::NaiveDate;
 use indicatif::{ProgressBar, ProgressStyle};
-use tally_attribution::{Model, Options, Progress, Summary, parse_bytes, parse_duration};
+use tally_attribution::{Model, Options, Progress, Summary, parse_bytes, parse_cohort, parse_duration};
 
 use crate::config::Settings;
 
 /// Options of `tally attribute`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Writes `conversions_dedup` and `attributed_conversions` (deterministic rows) for the window, \
-replacing what an earlier run wrote for the same days. The probabilistic cohort step (SPEC 6.5) \
-arrives with a later issue: this build runs the deterministic attribution only, with or without \
---no-probabilistic.")]
+Writes `conversions_dedup` and `attributed_conversions` for the window, replacing what an earlier \
+run wrote for the same days. Unless --no-probabilistic, the conversions no touch matched are \
+credited to the campaigns active in their cohort (SPEC 6.5: rows with method = 'probabilistic', \
+the tables `probabilistic_totals` and `probabilistic_validation`); see docs/measurement.md.")]
 pub(crate) struct AttributeArgs {
     /// First UTC day of conversions to attribute (default: the first day with conversions).
     #[arg(long)]
@@ -40,9 +40,15 @@ pub(crate) struct AttributeArgs {
     /// Memory the run may use (e.g. 4G); the Markov journeys spill to disk beyond it.
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<usize>,
-    /// Skip the probabilistic cohort step (not yet available in this build: accepted, no effect).
+    /// Skip the probabilistic cohort step.
     #[arg(long)]
     no_probabilistic: bool,
+    /// Share of matched conversions held out to validate the probabilistic step.
+    #[arg(long, default_value_t = 0.10)]
+    holdout: f64,
+    /// Cohort dimensions of the probabilistic step (the date is always one).
+    #[arg(long, default_value = "date,geo_state,device_os", value_parser = parse_cohort)]
+    cohort: (bool, bool),
 }
 
 pub(crate) async fn run(settings: &Settings, args: AttributeArgs) -> Result<()> {
@@ -60,6 +66,10 @@ pub(crate) async fn run(settings: &Settings, args: AttributeArgs) -> Result<()> 
         view_window: args.view_window,
         half_life: args.half_life,
         memory_limit: args.memory_limit,
+        probabilistic: !args.no_probabilistic,
+        holdout: args.holdout,
+        cohort_geo: args.cohort.0,
+        cohort_os: args.cohort.1,
         ..Options::default()
     };
     let bar = spinner();
@@ -71,7 +81,7 @@ pub(crate) async fn run(settings: &Settings, args: AttributeArgs) -> Result<()> 
     });
     let summary = tally_attribution::run(&store, &key_id, &options, progress).await;
     bar.finish_and_clear();
-    print_summary(&summary?, &options, args.no_probabilistic, started.elapsed().as_secs_f64());
+    print_summary(&summary?, &options, started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -101,7 +111,7 @@ fn spinner() -> ProgressBar {
     bar
 }
 
-fn print_summary(s: &Summary, options: &Options, no_probabilistic: bool, secs: f64) {
+fn print_summary(s: &Summary, options: &Options, secs: f64) {
     let Some((from, to)) = s.window else {
         println!("no conversions in the store: nothing to attribute");
         return;
@@ -142,8 +152,32 @@ fn print_summary(s: &Summary, options: &Options, no_probabilistic: bool, secs: f
     println!("stages: {}", stages.join(", "));
     let rows: Vec<String> = s.rows.iter().map(|(t, n)| format!("{t} {n} rows")).collect();
     println!("wrote {}; replaced {} earlier files", rows.join(", "), s.replaced_files);
+    match &s.probabilistic {
+        None => println!("probabilistic cohort attribution: skipped (--no-probabilistic)"),
+        Some(p) => print_probabilistic(p),
+    }
+}
+
+fn print_probabilistic(p: &tally_attribution::ProbabilisticSummary) {
     println!(
-        "probabilistic cohort attribution: not run — {}",
-        if no_probabilistic { "skipped (--no-probabilistic)" } else { "not yet available in this build (a later issue)" }
+        "probabilistic cohort attribution: {} unmatched conversions, {:.1} credited to campaigns ({:.1} modeled organic); \
+         {} in cohorts under the k-anonymity threshold suppressed, {} cohorts merged",
+        p.unmatched,
+        p.credited,
+        (p.unmatched - p.suppressed) as f64 - p.credited,
+        p.suppressed,
+        p.merged_cohorts
     );
+    for t in &p.totals {
+        println!("  {:<10} {:<24} {:>9.1}  90% interval {:>8.1} – {:<8.1}", t.channel, t.campaign_id, t.credit, t.low, t.high);
+    }
+    match (p.wape, p.coverage) {
+        (Some(wape), Some(coverage)) => println!(
+            "self-validation on {} held-out matched conversions: WAPE {:.1}% by campaign, 90% intervals cover {:.0}% of campaigns",
+            p.holdout,
+            100.0 * wape,
+            100.0 * coverage
+        ),
+        _ => println!("self-validation: no held-out conversions (too few matched conversions)"),
+    }
 }

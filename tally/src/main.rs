@@ -1,12 +1,14 @@
 //! `tally`: the command line. A thin dispatcher over the library crates.
 
 mod cmd_attribute;
+mod cmd_compare;
 mod cmd_demo;
 mod cmd_import;
 mod cmd_keys;
 mod cmd_sample;
 mod cmd_serve;
 mod config;
+mod http;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +54,8 @@ enum Command {
     /// Run a saved report.
     Report(Pending),
     /// Compare client vs server measurement, or pre vs post a cutover.
-    Compare(Pending),
+    #[command(subcommand)]
+    Compare(cmd_compare::CompareCommand),
     /// Manage advertiser API keys.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
@@ -104,7 +107,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attribute(args) => runtime.block_on(cmd_attribute::run(&settings, args)),
         Command::Sql(_) => pending("sql", 5),
         Command::Report(_) => pending("report", 5),
-        Command::Compare(_) => pending("compare", 6),
+        Command::Compare(cmd) => runtime.block_on(cmd_compare::run(&settings, cmd)),
         Command::Forget(_) | Command::Retention(_) | Command::Compact(_) | Command::Verify(_) => {
             anyhow::bail!("this command is not yet available in this build")
         }

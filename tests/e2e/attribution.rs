@@ -325,16 +325,16 @@ fn rerunning_a_window_replaces_its_output() {
 }
 
 #[test]
-fn help_and_summary_say_the_probabilistic_step_is_not_there_yet() {
+fn help_and_summary_describe_the_probabilistic_step() {
     let s = scratch();
     let help = s.ok(&["attribute", "--help"]);
-    for flag in ["--from", "--to", "--models", "--click-window", "--view-window", "--half-life", "--memory-limit", "--no-probabilistic"] {
+    for flag in ["--from", "--to", "--models", "--click-window", "--view-window", "--half-life", "--memory-limit", "--no-probabilistic", "--holdout", "--cohort"] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
-    assert!(help.contains("arrives with a later issue"), "{help}");
+    assert!(help.contains("docs/measurement.md"), "{help}");
     load(&s, "acme", &[], &[("e1", "server", 0, "", "", "", "", "", "o1")]);
     let out = s.ok(&["attribute", "--no-probabilistic"]);
-    assert!(out.contains("probabilistic cohort attribution: not run"), "{out}");
+    assert!(out.contains("probabilistic cohort attribution: skipped (--no-probabilistic)"), "{out}");
     assert!(out.contains("no match: 1"), "{out}");
     let bad = s.tally(&["attribute", "--from", "2026-08-12", "--to", "2026-08-11"]);
     assert!(!bad.status.success());

@@ -4,6 +4,7 @@ mod attribution;
 mod duckdb;
 mod import;
 mod keys;
+mod measurement;
 mod policy;
 mod privacy;
 mod sample;

@@ -1,0 +1,136 @@
+//! `tally compare`: client vs server reconciliation (SPEC section 7) and pre vs post a cutover
+//! (SPEC section 8), printed, stored as the SQL tables `client_server` / `prepost`, and
+//! optionally rendered as a self-contained HTML report.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use chrono::NaiveDate;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use tally_compare::{Prepost, ReportInput};
+use tally_core::schema::DerivedTable;
+use tally_core::Store;
+
+use crate::config::Settings;
+
+/// Options of `tally compare`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum CompareCommand {
+    /// Server vs browser pixel vs platform-reported conversions, per day × channel × campaign.
+    #[command(name = "client-server")]
+    ClientServer {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Before vs after a cutover date, with a control channel.
+    Prepost {
+        /// First day of the "after" period (UTC).
+        #[arg(long)]
+        cutover: NaiveDate,
+        /// The untouched channel to compare against (difference-in-differences).
+        #[arg(long)]
+        control: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Common {
+    /// First UTC day (default: the first day `tally attribute` covered).
+    #[arg(long)]
+    from: Option<NaiveDate>,
+    /// Last UTC day, inclusive (default: the last day `tally attribute` covered).
+    #[arg(long)]
+    to: Option<NaiveDate>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Also write a self-contained HTML report (charts inline) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+pub(crate) async fn run(settings: &Settings, cmd: CompareCommand) -> Result<()> {
+    let store = settings.open_store()?;
+    let key_id = settings.keystore()?.pseudonymizer()?.key_id().to_owned();
+    let ctx = tally_queries::session(&store).await?;
+    match cmd {
+        CompareCommand::ClientServer { common } => {
+            let (from, to) = window(&ctx, &common).await?;
+            let batch = client_server(&store, &key_id, &ctx, from, to).await?;
+            print(&batch, common.format)?;
+            if let Some(path) = &common.html {
+                let ctx = tally_queries::session(&store).await?;
+                write_report(&ctx, path, Some((from, to)), Some(&batch), None).await?;
+            }
+        }
+        CompareCommand::Prepost { cutover, control, common } => {
+            let (from, to) = window(&ctx, &common).await?;
+            let pp = prepost(&store, &key_id, &ctx, from, to, cutover, &control).await?;
+            print(&pp.rows, common.format)?;
+            if let Some(path) = &common.html {
+                let ctx = tally_queries::session(&store).await?;
+                write_report(&ctx, path, Some((from, to)), None, Some(&pp)).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn window(ctx: &SessionContext, common: &Common) -> Result<(NaiveDate, NaiveDate)> {
+    let (lo, hi) = tally_compare::window(ctx).await?;
+    let (from, to) = (common.from.unwrap_or(lo), common.to.unwrap_or(hi));
+    if to < from {
+        anyhow::bail!("`--to` {to} is before `--from` {from}");
+    }
+    Ok((from, to))
+}
+
+/// Computes and stores `client_server` for the window.
+pub(crate) async fn client_server(store: &Store, key_id: &str, ctx: &SessionContext, from: NaiveDate, to: NaiveDate) -> Result<RecordBatch> {
+    let batch = tally_compare::client_server(ctx, from, to).await?;
+    tally_compare::write_table(store, key_id, DerivedTable::ClientServer, &batch, from, to).await?;
+    Ok(batch)
+}
+
+/// Computes and stores `prepost` (replacing every earlier comparison of the same cutover).
+pub(crate) async fn prepost(store: &Store, key_id: &str, ctx: &SessionContext, from: NaiveDate, to: NaiveDate, cutover: NaiveDate, control: &str) -> Result<Prepost> {
+    let pp = tally_compare::prepost(ctx, from, to, cutover, control).await?;
+    tally_compare::write_table(store, key_id, DerivedTable::Prepost, &pp.rows, cutover, cutover).await?;
+    Ok(pp)
+}
+
+/// Writes the HTML report (with the latest probabilistic totals and self-check).
+pub(crate) async fn write_report(ctx: &SessionContext, path: &Path, window: Option<(NaiveDate, NaiveDate)>, cs: Option<&RecordBatch>, pp: Option<&Prepost>) -> Result<()> {
+    let (totals, checks) = tally_compare::probabilistic(ctx).await?;
+    let html = tally_compare::report::html(&ReportInput { window, client_server: cs, prepost: pp, totals, checks });
+    std::fs::write(path, html).with_context(|| format!("cannot write the report to `{}`", path.display()))?;
+    Ok(())
+}
+
+fn print(batch: &RecordBatch, format: Format) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?)?,
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            w.write(batch)?;
+        }
+        Format::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            w.write(batch)?;
+            w.finish()?;
+        }
+    }
+    Ok(())
+}
