@@ -8,4 +8,5 @@ mod policy;
 mod privacy;
 mod sample;
 mod serve;
+mod sql;
 mod support;
