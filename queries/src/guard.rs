@@ -76,21 +76,17 @@ pub(crate) fn explain_error(ctx: &SessionContext, e: DataFusionError) -> Error {
 mod tests {
     use super::*;
 
-    fn parse(sql: &str) -> Statement {
-        let mut s = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).unwrap();
-        match s.pop_front().unwrap() {
-            DfStatement::Statement(s) => *s,
-            other => panic!("{other}"),
-        }
+    fn parse(sql: &str) -> DfStatement {
+        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).unwrap().pop_front().unwrap()
     }
 
     #[test]
     fn only_queries_pass() {
         for ok in ["select 1", "with a as (select 1) select * from a", "explain select 1", "show tables", "select 1 union all select 2"] {
-            assert!(check_statement(&parse(ok)).is_ok(), "{ok}");
+            assert!(check_df_statement(&parse(ok)).is_ok(), "{ok}");
         }
         for bad in ["create table t as select 1", "drop table conversions", "insert into t values (1)", "set datafusion.execution.batch_size = 1", "create view v as select 1"] {
-            let e = check_statement(&parse(bad)).unwrap_err();
+            let e = check_df_statement(&parse(bad)).unwrap_err();
             assert!(e.starts_with("only read-only queries are allowed"), "{bad}: {e}");
         }
     }

@@ -110,7 +110,7 @@ mod tests {
         let ctx = SessionContext::new();
         register(&ctx);
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
+        arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
     }
 
     #[tokio::test]

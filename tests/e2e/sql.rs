@@ -133,7 +133,7 @@ fn reports_list_run_and_export_for_the_key_holder_only() {
     t.s.ok(&["sql", "--key", &t.acme, "--output", file.to_str().unwrap(), "select advertiser_id, em from conversions"]);
     let (batches, _) = tally_core::store::read_parquet_file(&file).unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
-    assert_eq!(batches[0].schema().field(1).data_type(), &datafusion::arrow::datatypes::DataType::FixedSizeBinary(32));
+    assert_eq!(batches[0].schema().field(1).data_type(), &arrow::datatypes::DataType::FixedSizeBinary(32));
     let log = std::fs::read_to_string(t.s.data().join("_tally/audit.log")).unwrap();
     assert!(log.contains("\"action\":\"export\""), "{log}");
     assert!(log.contains("\"report\":\"campaign_roas\""), "{log}");
