@@ -65,6 +65,11 @@ pub async fn session_for(store: &Store, reader: &Reader, options: &SessionOption
     if let Some(n) = options.target_partitions {
         config = config.with_target_partitions(n);
     }
+    // Evaluate filters while decoding Parquet (late materialization): reports filter
+    // `attributed_conversions` on `model`/`method` and then read wide string keys of the few
+    // rows left; without it every key of every model is decoded first.
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    config.options_mut().execution.parquet.reorder_filters = true;
     let ctx = SessionContext::new_with_config(config);
     crate::udf::register(&ctx);
     for table in Table::BASE {
