@@ -4,6 +4,7 @@
 //! Stages (ingest, attribution, queries) talk to each other only through what this crate
 //! defines: a stage reads what the previous one wrote, through these schemas and paths.
 
+pub mod audit;
 pub mod ident;
 pub mod keystore;
 pub mod paths;
@@ -11,6 +12,7 @@ pub mod policy;
 pub mod schema;
 pub mod store;
 
+pub use audit::{Action, AuditError, AuditLog};
 pub use ident::{HashedId, IdField, PlaintextMode, PseudoId, Pseudonymizer};
 pub use keystore::{KeyStore, KeyStoreError, Principal};
 pub use paths::{AdvertiserId, DataRoot};

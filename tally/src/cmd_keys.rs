@@ -1,8 +1,10 @@
-//! `tally keys …`: advertiser API keys.
+//! `tally keys …`: advertiser API keys. Creations and revocations go to the audit log.
 
 use anyhow::Result;
-use tally_core::{AdvertiserId, KeyStore};
+use serde_json::json;
+use tally_core::{Action, AdvertiserId, KeyStore, audit};
 
+use crate::cmd_sql::audit_log;
 use crate::config::Settings;
 
 /// `tally keys` subcommands.
@@ -32,6 +34,12 @@ pub(crate) fn run(settings: &Settings, cmd: KeysCommand) -> Result<()> {
     match cmd {
         KeysCommand::Create { advertiser, sources } => {
             let (secret, record) = KeyStore::create_api_key(&path, advertiser, sources.into_iter().collect())?;
+            let detail = audit::detail([
+                ("key_id", json!(record.id)),
+                ("advertiser", json!(record.advertiser_id.as_str())),
+                ("sources", json!(record.sources)),
+            ]);
+            audit_log(settings)?.append("admin", Action::KeyCreate, detail)?;
             eprintln!("created {} for advertiser `{}`", record.id, record.advertiser_id);
             println!("{secret}");
         }
@@ -53,6 +61,8 @@ pub(crate) fn run(settings: &Settings, cmd: KeysCommand) -> Result<()> {
         }
         KeysCommand::Revoke { id } => {
             let record = KeyStore::revoke_api_key(&path, &id)?;
+            let detail = audit::detail([("key_id", json!(record.id)), ("advertiser", json!(record.advertiser_id.as_str()))]);
+            audit_log(settings)?.append("admin", Action::KeyRevoke, detail)?;
             println!("revoked {} (advertiser `{}`)", record.id, record.advertiser_id);
         }
     }

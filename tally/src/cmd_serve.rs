@@ -1,4 +1,4 @@
-//! `tally serve`: the ingestion API.
+//! `tally serve`: the ingestion API (and, with `--pg`, the Postgres wire endpoint).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -24,6 +24,9 @@ pub(crate) struct ServeArgs {
     /// /v1/pixel, cross-origin; repeat for several. Pixel requests from other origins get 403.
     #[arg(long = "pixel-origin", value_name = "ORIGIN")]
     pixel_origins: Vec<String>,
+    /// Also serve SQL over the Postgres wire protocol on this address (see `tally pg --help`).
+    #[arg(long, value_name = "ADDR")]
+    pg: Option<SocketAddr>,
 }
 
 pub(crate) async fn run(settings: &Settings, args: ServeArgs) -> Result<()> {
@@ -43,18 +46,32 @@ pub(crate) async fn run(settings: &Settings, args: ServeArgs) -> Result<()> {
         ..ServerConfig::default()
     };
     let server = Server::bind(store, settings.keystore_path()?, config).await?;
+    let pg = match args.pg {
+        Some(addr) => {
+            let endpoint = crate::cmd_pg::endpoint(settings)?;
+            let listener = crate::cmd_pg::bind(addr).await?;
+            Some((listener.local_addr()?, tokio::spawn(tally_queries::pg::serve(listener, endpoint, shutdown_signal()?))))
+        }
+        None => None,
+    };
     // Handlers go in before the address is announced: a client that reads the address and
     // signals at once must get a graceful stop, not the default (fatal) action.
     let shutdown = shutdown_signal()?;
     println!("listening on http://{}", server.local_addr());
+    if let Some((addr, _)) = &pg {
+        println!("postgres endpoint listening on {addr}");
+    }
     std::io::stdout().flush()?;
     server.run(shutdown).await?;
+    if let Some((_, pg)) = pg {
+        pg.abort();
+    }
     eprintln!("tally serve: stopped; the write-ahead log is flushed");
     Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM; both handlers are installed when this returns.
-fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -5,8 +5,11 @@ mod cmd_compare;
 mod cmd_demo;
 mod cmd_import;
 mod cmd_keys;
+mod cmd_pg;
 mod cmd_sample;
 mod cmd_serve;
+mod cmd_sql;
+mod cmd_verify;
 mod config;
 mod http;
 
@@ -49,10 +52,12 @@ enum Command {
     Import(cmd_import::ImportArgs),
     /// Run the batch attribution and write the derived tables.
     Attribute(cmd_attribute::AttributeArgs),
-    /// Run SQL over the catalog.
-    Sql(Pending),
-    /// Run a saved report.
-    Report(Pending),
+    /// Run SQL over the catalog (one advertiser's rows with --key, every row with --admin).
+    Sql(cmd_sql::SqlArgs),
+    /// Run a saved report (`tally report --list`).
+    Report(cmd_sql::ReportArgs),
+    /// Serve SQL over the Postgres wire protocol (user = advertiser id, password = API key).
+    Pg(cmd_pg::PgArgs),
     /// Compare client vs server measurement, or pre vs post a cutover.
     #[command(subcommand)]
     Compare(cmd_compare::CompareCommand),
@@ -65,8 +70,8 @@ enum Command {
     Retention(Pending),
     /// Merge small Parquet files.
     Compact(Pending),
-    /// Check storage integrity.
-    Verify(Pending),
+    /// Check storage integrity: data files readable, audit chain intact.
+    Verify(cmd_verify::VerifyArgs),
     /// Generate the seeded sample advertiser world (import format, with its ground truth).
     Sample(cmd_sample::SampleArgs),
 }
@@ -105,10 +110,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => cmd_sample::run(args),
         Command::Serve(args) => runtime.block_on(cmd_serve::run(&settings, args)),
         Command::Attribute(args) => runtime.block_on(cmd_attribute::run(&settings, args)),
-        Command::Sql(_) => pending("sql", 5),
-        Command::Report(_) => pending("report", 5),
+        Command::Sql(args) => runtime.block_on(cmd_sql::run_sql(&settings, args)),
+        Command::Report(args) => runtime.block_on(cmd_sql::run_report(&settings, args)),
+        Command::Pg(args) => runtime.block_on(cmd_pg::run(&settings, args)),
+        Command::Verify(args) => runtime.block_on(cmd_verify::run(&settings, args)),
         Command::Compare(cmd) => runtime.block_on(cmd_compare::run(&settings, cmd)),
-        Command::Forget(_) | Command::Retention(_) | Command::Compact(_) | Command::Verify(_) => {
+        Command::Forget(_) | Command::Retention(_) | Command::Compact(_) => {
             anyhow::bail!("this command is not yet available in this build")
         }
     }

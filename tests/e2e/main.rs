@@ -9,4 +9,5 @@ mod policy;
 mod privacy;
 mod sample;
 mod serve;
+mod sql;
 mod support;

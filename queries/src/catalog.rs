@@ -1,0 +1,147 @@
+//! The catalog: one function builds the DataFusion session every reader uses.
+//!
+//! [`session_for`] registers each stored table (base and derived) under its SQL name as a view
+//! with the SPEC's column order, over a hive-partitioned [`ListingTable`]. A session is bound
+//! to a [`Reader`] *below* SQL: for an advertiser, each listing table is rooted at
+//! `<table>/advertiser_id=<id>/`, so its scans list and open that advertiser's files only and
+//! `advertiser_id` is a constant of the view — no query text can name another advertiser's
+//! files. [`Reader::Admin`] (the operator on the host) roots the tables at `<table>/` with
+//! `advertiser_id` read from the path. Either way `date` is a partition column: filters on it
+//! prune whole directories before any file is opened (visible in `EXPLAIN` as fewer files).
+//!
+//! The session has no URL tables, no file-reading table functions, `information_schema` shows
+//! exactly what is registered here, and SQL runs through [`crate::guard`], which refuses
+//! anything but queries.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::prelude::{SessionConfig, SessionContext, cast, col, lit};
+use tally_core::schema::{ADVERTISER_ID, DATE, DerivedTable, Table};
+use tally_core::{AdvertiserId, Store};
+
+/// Whose rows a session shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reader {
+    /// One advertiser's rows, and nothing else.
+    Advertiser(AdvertiserId),
+    /// Every advertiser's rows: the operator on the host (audited).
+    Admin,
+}
+
+impl Reader {
+    /// The advertiser the session is bound to, if any.
+    pub fn advertiser(&self) -> Option<&AdvertiserId> {
+        match self {
+            Reader::Advertiser(a) => Some(a),
+            Reader::Admin => None,
+        }
+    }
+}
+
+/// How a session is set up, beyond whose rows it shows.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Fixed parallelism (tests pin it so plans are stable); default: the machine's cores.
+    pub target_partitions: Option<usize>,
+    /// Expose identifiers (`em`, `ph`, `external_id`) as `Binary` rather than
+    /// `FixedSizeBinary(32)`: the Postgres wire protocol cannot carry the latter.
+    pub binary_identifiers: bool,
+}
+
+/// The operator's session over every advertiser's rows ([`Reader::Admin`]), for internal
+/// summaries and tests; analysts get [`session_for`] with their [`Reader`].
+pub async fn session(store: &Store) -> Result<SessionContext> {
+    session_for(store, &Reader::Admin, &SessionOptions::default()).await
+}
+
+/// A session over every table of `store` that `reader` may see, with Tally's UDFs.
+pub async fn session_for(store: &Store, reader: &Reader, options: &SessionOptions) -> Result<SessionContext> {
+    let mut config = SessionConfig::new().with_information_schema(true).with_default_catalog_and_schema("datafusion", "public");
+    if let Some(n) = options.target_partitions {
+        config = config.with_target_partitions(n);
+    }
+    // Evaluate filters while decoding Parquet (late materialization): reports filter
+    // `attributed_conversions` on `model`/`method` and then read wide string keys of the few
+    // rows left; without it every key of every model is decoded first.
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    config.options_mut().execution.parquet.reorder_filters = true;
+    let ctx = SessionContext::new_with_config(config);
+    crate::udf::register(&ctx);
+    for table in Table::BASE {
+        let spec = Spec { name: table.name(), schema: table.schema(), file_schema: table.file_schema() };
+        register(&ctx, store, reader, options, spec)?;
+    }
+    for table in DerivedTable::ALL {
+        let exists = store.list_files(table.name()).await.map(|f| !f.is_empty()).unwrap_or(false);
+        if exists {
+            let spec = Spec { name: table.name(), schema: table.schema(), file_schema: table.file_schema() };
+            register(&ctx, store, reader, options, spec)?;
+        }
+    }
+    Ok(ctx)
+}
+
+/// The tables a session shows, sorted (for error messages and listings).
+pub fn table_names(ctx: &SessionContext) -> Vec<String> {
+    let mut names: Vec<String> = ctx
+        .catalog("datafusion")
+        .and_then(|c| c.schema("public"))
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+struct Spec {
+    name: &'static str,
+    schema: SchemaRef,
+    file_schema: SchemaRef,
+}
+
+/// The stored identifier columns.
+const IDENTIFIERS: [&str; 3] = ["em", "ph", "external_id"];
+
+fn register(ctx: &SessionContext, store: &Store, reader: &Reader, options: &SessionOptions, spec: Spec) -> Result<()> {
+    let table_url = store.table_url(spec.name);
+    // The listing root decides which files a scan can ever open.
+    let (url, partition_cols) = match reader {
+        Reader::Advertiser(a) => {
+            (format!("{table_url}{ADVERTISER_ID}={a}/"), vec![(DATE.to_owned(), DataType::Date32)])
+        }
+        Reader::Admin => (table_url, vec![(ADVERTISER_ID.to_owned(), DataType::Utf8), (DATE.to_owned(), DataType::Date32)]),
+    };
+    let options_ = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(partition_cols);
+    // The file schema never holds `advertiser_id`; for the daily tables it holds no `date` either.
+    let file_schema = spec.file_schema.clone();
+    let config = ListingTableConfig::new(ListingTableUrl::parse(url)?).with_listing_options(options_).with_schema(file_schema);
+    let listing = Arc::new(ListingTable::try_new(config)?);
+    // The view puts the columns in SPEC order (a listing table puts partition columns last).
+    let mut columns: Vec<Expr> = spec
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = f.name().as_str();
+            match (name, reader) {
+                (ADVERTISER_ID, Reader::Advertiser(a)) => lit(a.as_str()).alias(ADVERTISER_ID),
+                _ if options.binary_identifiers && IDENTIFIERS.contains(&name) => {
+                    cast(col(format!("\"{name}\"")), DataType::Binary).alias(name)
+                }
+                _ => col(format!("\"{name}\"")),
+            }
+        })
+        .collect();
+    if spec.schema.field_with_name(DATE).is_err() {
+        columns.push(col(DATE));
+    }
+    let view = ctx.read_table(listing)?.select(columns)?.into_view();
+    ctx.register_table(spec.name, view)?;
+    Ok(())
+}

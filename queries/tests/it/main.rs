@@ -1,0 +1,5 @@
+//! Integration tests of the analyst surface over the committed sample world.
+
+mod catalog;
+mod slt;
+mod world;
