@@ -115,12 +115,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pg(args) => runtime.block_on(cmd_pg::run(&settings, args)),
         Command::Verify(args) => runtime.block_on(cmd_verify::run(&settings, args)),
         Command::Compare(cmd) => runtime.block_on(cmd_compare::run(&settings, cmd)),
-        Command::Forget(_) | Command::Retention(_) | Command::Compact(_) => {
-            anyhow::bail!("this command is not yet available in this build")
-        }
+        Command::Forget(_) => pending("forget"),
+        Command::Retention(_) => pending("retention"),
+        Command::Compact(_) => pending("compact"),
     }
 }
 
-fn pending(command: &str, issue: u32) -> Result<()> {
-    anyhow::bail!("`tally {command}` is not yet available in this build (tracked in issue #{issue})")
+fn pending(command: &str) -> Result<()> {
+    anyhow::bail!("`tally {command}` is not yet available in this build")
 }
