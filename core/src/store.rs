@@ -95,20 +95,20 @@ fn layout_properties(table: Layout, stamp: &FileStamp) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled(ColumnPath::from(table.partition_time_column()), EnabledStatistics::Page);
-    // Min/max of text columns (channels, campaigns, names) cost a comparison per value and prune
-    // nothing: every row group holds most of their values. Times and numbers keep theirs.
-    for field in table.schema().fields().iter().filter(|f| f.data_type() == &arrow::datatypes::DataType::Utf8) {
-        b = b.set_column_statistics_enabled(ColumnPath::from(field.name().as_str()), EnabledStatistics::None);
-    }
-    // Pseudonyms are uniformly random bytes: zstd cannot shrink them, only spend time trying.
-    for field in table.schema().fields().iter().filter(|f| f.data_type() == &id_type()) {
-        b = b.set_column_compression(ColumnPath::from(field.name().as_str()), Compression::UNCOMPRESSED);
-    }
-    for column in UNIQUE_COLUMNS {
-        if table.schema().field_with_name(column).is_ok() {
-            b = b
-                .set_column_dictionary_enabled(ColumnPath::from(*column), false)
-                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::None);
+    for field in table.schema().fields().iter() {
+        let column = || ColumnPath::from(field.name().as_str());
+        let is_id = field.data_type() == &id_type();
+        // Min/max of text and identifier columns cost a comparison per value and prune nothing:
+        // every row group holds most of their values. Times and numbers keep theirs.
+        if is_id || field.data_type() == &arrow::datatypes::DataType::Utf8 {
+            b = b.set_column_statistics_enabled(column(), EnabledStatistics::None);
+        }
+        // Pseudonyms are uniformly random bytes: zstd cannot shrink them, only spend time trying.
+        if is_id {
+            b = b.set_column_compression(column(), Compression::UNCOMPRESSED);
+        }
+        if UNIQUE_COLUMNS.contains(&field.name().as_str()) {
+            b = b.set_column_dictionary_enabled(column(), false);
         }
     }
     b
@@ -350,8 +350,8 @@ pub struct PartitionedWriter {
     table: Layout,
     props: WriterProperties,
     file_schema: SchemaRef,
-    /// Positions of the file schema's columns in the table schema.
-    projection: Vec<usize>,
+    /// Splits table-schema batches into this table's partitions (and file schema).
+    splitter: Splitter,
     open: BTreeMap<(AdvertiserId, i32), OpenFile>,
     done: Vec<(DataFilePath, Sink, WrittenFile)>,
     max_rows_per_file: usize,
@@ -366,12 +366,13 @@ impl PartitionedWriter {
         let schema = table.schema();
         let file_schema = table.file_schema();
         let projection = file_schema.fields().iter().map(|f| schema.index_of(f.name()).expect("file schema ⊂ table schema")).collect();
+        let splitter = Splitter { time_column: table.partition_time_column(), schema, projection };
         PartitionedWriter {
             store,
             table,
             props,
             file_schema,
-            projection,
+            splitter,
             open: BTreeMap::new(),
             done: Vec::new(),
             max_rows_per_file: 8 * 1024 * 1024,
@@ -404,12 +405,12 @@ impl PartitionedWriter {
     /// The splitter for this writer's table, to partition batches on another thread
     /// (see [`PartitionedWriter::write_parts`]).
     pub fn splitter(&self) -> Splitter {
-        Splitter { time_column: self.table.partition_time_column(), schema: self.table.schema(), projection: self.projection.clone() }
+        self.splitter.clone()
     }
 
     /// Writes a batch in the table schema (with `advertiser_id` and the partition time column).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
-        let parts = self.splitter().split(batch)?;
+        let parts = self.splitter.split(batch)?;
         self.write_parts(parts)
     }
 

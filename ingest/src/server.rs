@@ -450,7 +450,7 @@ async fn pixel_post(State(state): State<Arc<AppState>>, headers: HeaderMap, body
 /// `GET /v1/pixel.gif?source_id=…&event_name=…&event_id=…&event_time=…&em=…&value=…`: the same
 /// as `POST /v1/pixel` with one row in the query; answers a 1×1 GIF once the row is durable.
 async fn pixel_gif(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(query): Query<Vec<(String, String)>>) -> Response {
-    let cors = match pixel_cors(&state, &headers) {
+    let mut cors = match pixel_cors(&state, &headers) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -464,7 +464,6 @@ async fn pixel_gif(State(state): State<Arc<AppState>>, headers: HeaderMap, Query
         };
         row.insert(k, value);
     }
-    let mut cors = cors;
     match pixel_rows(&state, vec![Ok(Value::Object(row))]).await {
         Ok(stored) if stored.accepted == 1 => {}
         Ok(stored) => {
