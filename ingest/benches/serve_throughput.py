@@ -12,8 +12,8 @@ value, currency, event ids) from `wrk` on the same machine:
 - peer: `ingest/examples/capi_discard.rs` — a minimal axum handler that deserializes the body
   into typed structs and answers Meta's success body (no validation, hashing, log or fsync).
 For each batch size: sustained events/s of both (closed loop, --connections), their ratio,
-then the latency of tally at about half its sustained rate (wrk paced by a per-connection
-delay), p50/p99 from wrk's latency distribution. Build first:
+then the latency of tally at half its sustained rate (wrk paced by a random per-request
+delay around a mean calibrated to 45-55% of the sustained rate), p50/p99 from wrk's latency distribution. Build first:
   cargo build -p tally && cargo build -p tally-ingest --example capi_discard
 """
 import argparse, json, os, random, re, shutil, subprocess, sys, tempfile, time
@@ -58,7 +58,12 @@ def wrk(addr, path, body_file, connections, seconds, delay_ms=0):
         f.write(f"""
 local f = io.open("{body_file}", "rb"); wrk.body = f:read("*a"); f:close()
 wrk.method = "POST"; wrk.headers["Content-Type"] = "application/json"
-function delay() return {delay_ms} end
+local n = 0
+function setup(thread) n = n + 1; thread:set("seed", n) end
+function init(args) math.randomseed(os.time() * 100 + seed) end
+-- Paced runs: a uniformly random pause of 0..2x the mean, so the connections arrive at
+-- random moments instead of in lockstep bursts of all of them at once.
+function delay() if {delay_ms} == 0 then return 0 end return math.random(0, 2 * {delay_ms}) end
 local bad = 0
 function response(status, headers, body) if status ~= 200 then bad = bad + 1 end end
 function done(summary, latency, requests)
@@ -90,11 +95,18 @@ try:
             f.write(body(n))
         rp, _, _ = wrk(peer_addr, path, bf, args.connections, args.seconds)
         rt, t50, t99 = wrk(tally_addr, path, bf, args.connections, args.seconds)
-        # About half of tally's sustained rate: each connection pauses so that
-        # connections * 1000 / (delay + latency) ≈ rate / 2.
+        # Half of tally's sustained rate: each connection pauses so that
+        # connections * 1000 / (delay + latency) ≈ rate / 2. The latency at half load is
+        # lower than in the closed loop, so the delay is corrected from each paced run
+        # until the achieved rate is within 45-55% of the sustained one (at most 4 runs).
         half = rt / 2
-        delay = max(1, int(args.connections * 1000 / half - t50))
-        rh, h50, h99 = wrk(tally_addr, path, bf, args.connections, args.seconds, delay)
+        latency = t50
+        for _ in range(4):
+            delay = max(1, int(args.connections * 1000 / half - latency))
+            rh, h50, h99 = wrk(tally_addr, path, bf, args.connections, args.seconds, delay)
+            if 0.45 <= rh / rt <= 0.55:
+                break
+            latency = max(0.0, args.connections * 1000 / rh - delay)
         print(f"batch {n:>5}: peer {rp*n:>10,.0f} events/s | tally {rt*n:>10,.0f} events/s (p50 {t50:.1f} ms, p99 {t99:.1f} ms) | "
               f"ratio {rt/rp:.2f} | at {rh*n:,.0f} events/s ({rh/rt:.0%} of sustained): p50 {h50:.1f} ms, p99 {h99:.1f} ms")
 finally:

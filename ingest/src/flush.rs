@@ -71,6 +71,40 @@ pub async fn flush_segment(store: &Store, key_id: &str, node: &str, segment: &Se
     Ok(rows)
 }
 
+/// Runs [`run`] on a thread of its own at a lower CPU priority, returning a receiver that
+/// resolves when it has ended.
+///
+/// Encoding a segment into Parquet is seconds of CPU. On the request runtime it would hold a
+/// worker thread for that long and stall every request queued behind it (on two cores, half
+/// the server); on its own thread, niced, the scheduler lets acks go first and the flush
+/// soaks up the idle time. Acknowledged rows are already durable in the log, so a flush that
+/// lags costs nothing but backlog (visible in `/metrics`).
+pub fn spawn(
+    store: Store,
+    key_id: String,
+    node: String,
+    pending: Vec<Segment>,
+    sealed: tokio::sync::mpsc::UnboundedReceiver<Segment>,
+    stats: Arc<FlushStats>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("tally-flush".into()).spawn(move || {
+        lower_priority();
+        runtime.block_on(run(store, key_id, node, pending, sealed, stats));
+        let _ = done_tx.send(());
+    })?;
+    Ok(done_rx)
+}
+
+/// Lowers the calling thread's scheduling priority by 10 (on Linux the nice value belongs to
+/// the thread, so the request threads keep theirs).
+fn lower_priority() {
+    if let Err(e) = rustix::process::nice(10) {
+        tracing::debug!(error = %e, "could not lower the flusher's priority");
+    }
+}
+
 /// Flushes `pending` (left by a previous process) and then every segment the WAL seals,
 /// retrying failures with backoff, until the channel closes.
 pub async fn run(

@@ -145,7 +145,8 @@ struct AppState {
 pub struct Server {
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
-    flusher: tokio::task::JoinHandle<()>,
+    /// Resolves when the flusher thread has drained its queue and ended.
+    flusher: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Server {
@@ -162,7 +163,7 @@ impl Server {
             tracing::info!(segments = pending.len(), "replaying write-ahead log segments left by the previous run");
         }
         let stats = Arc::new(FlushStats::default());
-        let flusher = tokio::spawn(flush::run(store.clone(), pseudonymizer.key_id().to_owned(), node, pending, sealed_rx, stats.clone()));
+        let flusher = flush::spawn(store.clone(), pseudonymizer.key_id().to_owned(), node, pending, sealed_rx, stats.clone()).map_err(io)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| ServeError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
         let modified = std::fs::metadata(&keystore).and_then(|m| m.modified()).ok();
         let state = Arc::new(AppState {
@@ -311,7 +312,8 @@ fn rate_limit(state: &AppState, principal: &Principal) -> Result<(), Response> {
         return Ok(());
     }
     let wait = ((1.0 - *tokens) / state.config.rate_per_key).ceil().max(1.0);
-    Err((StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, wait.to_string())], axum::Json(json!({ "error": "rate limit exceeded for this key" }))).into_response())
+    Err((StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, wait.to_string())], axum::Json(json!({ "error": "rate limit exceeded for this key" })))
+        .into_response())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -353,7 +355,13 @@ fn parse_rows(body: &[u8]) -> Vec<Result<Value, String>> {
 
 /// Validates rows for `principal`, appends the good ones to the WAL, answers per row. With
 /// `origin`, every row's `origin` is set to it (whatever the sender claimed).
-async fn native_rows(state: &AppState, table: Table, principal: &Principal, mut values: Vec<Result<Value, String>>, origin: Option<&str>) -> Result<Stored, Response> {
+async fn native_rows(
+    state: &AppState,
+    table: Table,
+    principal: &Principal,
+    mut values: Vec<Result<Value, String>>,
+    origin: Option<&str>,
+) -> Result<Stored, Response> {
     if let Some(origin) = origin {
         for v in values.iter_mut().flatten() {
             if let Value::Object(o) = v {
@@ -401,9 +409,9 @@ impl IntoResponse for Stored {
     }
 }
 
-
 /// A 1×1 transparent GIF.
-const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+const PIXEL_GIF: &[u8] =
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 
 /// The CORS answer for a pixel request: `Err` (403) when a page of an origin not configured
 /// (`tally serve --pixel-origin`) sent it; `Ok` with the headers to add otherwise.
@@ -416,10 +424,7 @@ fn pixel_cors(state: &AppState, headers: &HeaderMap) -> Result<Vec<(header::Head
         state.metrics.reject("origin", 1);
         return Err(native_error(StatusCode::FORBIDDEN, format!("origin {origin:?} may not send this pixel (tally serve --pixel-origin ORIGIN)")));
     }
-    Ok(vec![
-        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()),
-        (header::VARY, HeaderValue::from_static("Origin")),
-    ])
+    Ok(vec![(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()), (header::VARY, HeaderValue::from_static("Origin"))])
 }
 
 /// `OPTIONS /v1/pixel`: the CORS preflight.
@@ -538,7 +543,6 @@ fn own_sources_only(batch: &RecordBatch, kept: &[usize], principal: &Principal) 
     (filter_record_batch(batch, &mask).expect("mask fits"), errors)
 }
 
-
 /// Rows from a vendor dialect, validated all-or-nothing and appended to the WAL.
 enum Outcome {
     /// Stored; rows and how many identifiers arrived in plaintext.
@@ -549,12 +553,13 @@ enum Outcome {
     Unavailable(WalError),
 }
 
-async fn store_all_or_nothing(state: &AppState, principal: &Principal, rows: Vec<serde_json::Map<String, Value>>) -> Outcome {
-    let (raw, unreadable) = json_rows(rows.into_iter().map(|r| Ok(Value::Object(r))).collect());
+async fn store_all_or_nothing(state: &AppState, principal: &Principal, raw: &RecordBatch, unreadable: &[RowError]) -> Outcome {
     let ctx = Context::for_table(&state.store, Table::Conversions, state.pseudonymizer.clone(), Some(principal.advertiser_id.clone()));
-    let converted = match convert(Table::Conversions, &raw, &unreadable, &ctx) {
+    let converted = match convert(Table::Conversions, raw, unreadable, &ctx) {
         Ok(c) => c,
-        Err(e) => return Outcome::Invalid { row: 0, column: String::new(), message: e.to_string(), plaintext_refused: false },
+        Err(e) => {
+            return Outcome::Invalid { row: 0, column: String::new(), message: e.to_string(), plaintext_refused: false };
+        }
     };
     if let Some(e) = converted.rejected.first() {
         state.metrics.reject("invalid", raw.num_rows() as u64);
@@ -587,9 +592,10 @@ async fn capi_events(
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
-    let version_ok = api_version.strip_prefix('v').and_then(|v| v.split_once('.')).is_some_and(|(a, b)| {
-        !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
-    });
+    let version_ok = api_version
+        .strip_prefix('v')
+        .and_then(|v| v.split_once('.'))
+        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()));
     if !version_ok {
         return capi_fail(StatusCode::BAD_REQUEST, &format!("Unknown path components: /{api_version}"), 2500, None, false);
     }
@@ -604,14 +610,18 @@ async fn capi_events(
                             let name = field.name().unwrap_or("").to_owned();
                             match field.text().await {
                                 Ok(text) => pairs.push((name, text)),
-                                Err(e) => return capi_fail(StatusCode::BAD_REQUEST, &format!("unreadable multipart field: {e}"), 100, None, false),
+                                Err(e) => {
+                                    return capi_fail(StatusCode::BAD_REQUEST, &format!("unreadable multipart field: {e}"), 100, None, false);
+                                }
                             }
                         }
                         Ok(None) => break,
-                        Err(e) => return capi_fail(e.status(), &format!("invalid multipart body: {}", e.body_text()), 100, None, false),
+                        Err(e) => {
+                            return capi_fail(e.status(), &format!("invalid multipart body: {}", e.body_text()), 100, None, false);
+                        }
                     }
                 }
-                dialect::capi_request_from_form(pairs)
+                dialect::capi_request_from_form(pairs, now_unix())
             }
             Err(e) => return capi_fail(StatusCode::BAD_REQUEST, &e.body_text(), 100, None, false),
         }
@@ -622,43 +632,50 @@ async fn capi_events(
         };
         if content_type.starts_with("application/x-www-form-urlencoded") {
             match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
-                Ok(pairs) => dialect::capi_request_from_form(pairs),
-                Err(e) => return capi_fail(StatusCode::BAD_REQUEST, &format!("invalid form body: {e}"), 100, None, false),
+                Ok(pairs) => dialect::capi_request_from_form(pairs, now_unix()),
+                Err(e) => {
+                    return capi_fail(StatusCode::BAD_REQUEST, &format!("invalid form body: {e}"), 100, None, false);
+                }
             }
         } else {
-            dialect::capi_request_from_json(&body)
+            dialect::capi_request_from_json(&body, now_unix())
         }
     };
     let req = match parsed {
         Ok(r) => r,
-        Err(e) => return capi_fail(StatusCode::BAD_REQUEST, &e.to_string(), 100, e.capi_subcode(), false),
+        Err(e) => {
+            return capi_fail(StatusCode::BAD_REQUEST, &e.to_string(), 100, e.capi_subcode(), false);
+        }
     };
     let token = query.get("access_token").cloned().or_else(|| req.access_token.clone());
     let Some(principal) = token.as_deref().and_then(|t| state.keys.authenticate(t)) else {
-        state.metrics.reject("unauthorized", req.data.len() as u64);
+        state.metrics.reject("unauthorized", req.len() as u64);
         return capi_fail(StatusCode::UNAUTHORIZED, "Invalid OAuth access token - Cannot parse access token", 190, None, false);
     };
     if let Err(r) = rate_limit(&state, &principal) {
         return r;
     }
     if !principal.sources.contains(&pixel_id) {
-        state.metrics.reject("forbidden", req.data.len() as u64);
+        state.metrics.reject("forbidden", req.len() as u64);
         return capi_fail(
             StatusCode::FORBIDDEN,
-            &format!("Unsupported post request. Object with ID '{pixel_id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation"),
+            &format!(
+                "Unsupported post request. Object with ID '{pixel_id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation"
+            ),
             100,
             Some(33),
             false,
         );
     }
-    let rows = match dialect::capi_rows(&pixel_id, &req, now_unix()) {
-        Ok(rows) => rows,
+    let events = req.len() as u64;
+    let raw = match dialect::capi_rows(&pixel_id, req) {
+        Ok(raw) => raw,
         Err(e) => {
-            state.metrics.reject("invalid", req.data.len() as u64);
+            state.metrics.reject("invalid", events);
             return capi_fail(StatusCode::BAD_REQUEST, &e.to_string(), 100, e.capi_subcode(), false);
         }
     };
-    match store_all_or_nothing(&state, &principal, rows).await {
+    match store_all_or_nothing(&state, &principal, &raw, &[]).await {
         Outcome::Stored { rows, hashed_on_arrival } => {
             let mut messages = Vec::new();
             if hashed_on_arrival > 0 {
@@ -717,7 +734,8 @@ async fn tiktok(
         state.metrics.reject("forbidden", rows.len() as u64);
         return tiktok_reply(40001, &format!("No permission to operate pixel code {pixel}"));
     }
-    match store_all_or_nothing(state, &principal, rows).await {
+    let (raw, unreadable) = json_rows(rows.into_iter().map(|r| Ok(Value::Object(r))).collect());
+    match store_all_or_nothing(state, &principal, &raw, &unreadable).await {
         Outcome::Stored { .. } => tiktok_reply(0, "OK"),
         Outcome::Invalid { row, column, message, .. } => {
             let at = if column.is_empty() { "data".to_owned() } else { dialect::tiktok_path(row, &column, shape) };

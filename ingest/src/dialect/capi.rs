@@ -4,21 +4,32 @@
 //! unchanged. Bodies come as JSON or as form fields (url-encoded or multipart), and `data`
 //! items may be event objects or JSON-encoded strings of event objects: the official Python
 //! SDK `facebook_business` sends form-encoded `data` as a JSON array of JSON *strings*.
+//!
 //! [`capi_request_from_json`] / [`capi_request_from_form`] read a body into a
-//! [`CapiRequest`]; [`capi_rows`] turns its events into `conversions` rows; [`capi_path`]
-//! names a row error the way Meta would; [`capi_success`] and [`capi_error`] build Meta's
-//! response bodies. Holds no state.
+//! [`CapiRequest`] in one pass: each event is deserialized straight into the text columns of
+//! a raw `conversions` batch (no JSON tree, no map per event; text is borrowed from the body
+//! where it has no escapes) and checked as it is read. [`capi_rows`] hands over that batch
+//! or the first reason the request must be refused; [`capi_path`] names a later row error
+//! the way Meta would; [`capi_success`] and [`capi_error`] build Meta's response bodies.
+//! Holds no state.
 
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray, StringBuilder};
+use arrow::datatypes::{DataType, Field as Column, Schema};
+use serde::Deserialize as _;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Value, json};
 use tally_core::ident::{self, IdField};
 
-use super::{DialectError, MAX_EVENTS, event_time, first_value, object, put, random_id, scalar, text, time_value};
+use super::{DialectError, Field, MAX_EVENTS, event_time, random_id, time_text};
 
-/// A Conversions API request body, read but not yet checked event by event.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A Conversions API request body: its events already read into `conversions` input
+/// columns (or the first event that cannot be), and the request-level fields.
+#[derive(Debug)]
 pub struct CapiRequest {
-    /// The events: objects, or strings holding JSON-encoded objects (decoded by [`capi_rows`]).
-    pub data: Vec<Value>,
+    events: Events,
     /// Present: the events are test events (stored flagged, excluded from attribution).
     pub test_event_code: Option<String>,
     /// The token, when sent in the body (it may also come in the query string).
@@ -27,28 +38,42 @@ pub struct CapiRequest {
     pub partner_agent: Option<String>,
 }
 
+impl CapiRequest {
+    /// How many items `data` holds (read or not).
+    pub fn len(&self) -> usize {
+        self.events.count
+    }
+
+    /// Whether `data` holds no items.
+    pub fn is_empty(&self) -> bool {
+        self.events.count == 0
+    }
+}
+
 /// Reads an `application/json` body: `{"data": [...], "test_event_code", "access_token",
-/// "partner_agent", ...}`. Other top-level keys (`upload_tag`, `namespace_id`, ...) are
-/// accepted and ignored.
-pub fn capi_request_from_json(body: &[u8]) -> Result<CapiRequest, DialectError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| DialectError::new(None, "$", format!("the body is not valid JSON: {e}")))?;
-    let Value::Object(mut body) = value else {
+/// "partner_agent", ...}`, checking each event against the window around `now_unix`. Other
+/// top-level keys (`upload_tag`, `namespace_id`, ...) are accepted and ignored.
+pub fn capi_request_from_json(body: &[u8], now_unix: i64) -> Result<CapiRequest, DialectError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = BodySeed { now_unix }.deserialize(&mut de).and_then(|b| de.end().map(|()| b));
+    let body = parsed.map_err(|e| DialectError::new(None, "$", format!("the body is not valid JSON: {e}")))?;
+    let Some(body) = body else {
         return Err(DialectError::new(None, "$", "the body must be a JSON object with a `data` array"));
     };
-    let data = data_array(body.remove("data"))?;
-    let field = |key: &str| text(body.get(key)).map_err(|m| DialectError::new(None, format!("$['{key}']"), m));
+    let events = events_of(body.data)?;
+    let field = |key: &str, f: &Field| f.text().map(|t| t.map(Cow::into_owned)).map_err(|m| DialectError::new(None, format!("$['{key}']"), m));
     Ok(CapiRequest {
-        data,
-        test_event_code: field("test_event_code")?,
-        access_token: field("access_token")?,
-        partner_agent: field("partner_agent")?,
+        events,
+        test_event_code: field("test_event_code", &body.test_event_code)?,
+        access_token: field("access_token", &body.access_token)?,
+        partner_agent: field("partner_agent", &body.partner_agent)?,
     })
 }
 
 /// Reads form fields (`application/x-www-form-urlencoded` or `multipart/form-data`): `data`
 /// is a JSON array of events or of JSON-encoded events. The first occurrence of a field counts.
-pub fn capi_request_from_form(pairs: Vec<(String, String)>) -> Result<CapiRequest, DialectError> {
-    let mut req = CapiRequest::default();
+pub fn capi_request_from_form(pairs: Vec<(String, String)>, now_unix: i64) -> Result<CapiRequest, DialectError> {
+    let (mut test_event_code, mut access_token, mut partner_agent) = (None, None, None);
     let mut data = None;
     for (key, value) in pairs {
         let blank = value.trim().is_empty();
@@ -57,56 +82,43 @@ pub fn capi_request_from_form(pairs: Vec<(String, String)>) -> Result<CapiReques
                 data.get_or_insert(value);
                 continue;
             }
-            "test_event_code" => &mut req.test_event_code,
-            "access_token" => &mut req.access_token,
-            "partner_agent" => &mut req.partner_agent,
+            "test_event_code" => &mut test_event_code,
+            "access_token" => &mut access_token,
+            "partner_agent" => &mut partner_agent,
             _ => continue,
         };
         if slot.is_none() && !blank {
             *slot = Some(value);
         }
     }
-    req.data = data_array(data.map(Value::String))?;
-    Ok(req)
+    let events = events_of(data.map(|text| data_text(&text, now_unix)))?;
+    Ok(CapiRequest { events, test_event_code, access_token, partner_agent })
 }
 
-/// `data` as a list: a JSON array, or text holding one (form fields are text).
-fn data_array(v: Option<Value>) -> Result<Vec<Value>, DialectError> {
-    let bad = |m: &str| DialectError::new(None, "$['data']", m);
-    match v {
-        None | Some(Value::Null) => Err(bad("the parameter `data` is required")),
-        Some(Value::Array(items)) => Ok(items),
-        Some(Value::String(s)) => match serde_json::from_str(&s) {
-            Ok(Value::Array(items)) => Ok(items),
-            _ => Err(bad("`data` must be a JSON array of events")),
-        },
-        Some(_) => Err(bad("`data` must be a JSON array of events")),
-    }
-}
-
-/// One `conversions` row per event of `req`, for the source `pixel_id`, or the first reason
-/// the request must be refused (a refused request stores nothing, as at Meta).
+/// The raw `conversions` rows of `req` (text columns, as [`crate::convert::convert`] takes
+/// them) for the source `pixel_id`, or the first reason the request must be refused (a
+/// refused request stores nothing, as at Meta).
 ///
 /// Mapping: `event_name`, `event_id`, `event_time` (unix seconds, within the last 7 days and
-/// at most 10 minutes ahead of `now_unix`), `action_source`, `opt_out`;
-/// `user_data.{em, ph, external_id}` (first non-empty of a string or list, digest or
-/// plaintext as sent — `convert` hashes plaintext), `user_data.st` → `geo_state` (only a US
-/// state, and only when `country` is absent or `us`), `user_data.fbc` → `click_id`,
-/// `user_data.client_user_agent` → `device_os`; `custom_data.{value, currency, order_id}`.
-/// Every other field is accepted and dropped unread.
-pub fn capi_rows(pixel_id: &str, req: &CapiRequest, now_unix: i64) -> Result<Vec<Map<String, Value>>, DialectError> {
-    if req.data.len() > MAX_EVENTS {
-        return Err(DialectError::new(
-            None,
-            "$['data']",
-            format!("`data` holds {} events; at most {MAX_EVENTS} are accepted per request", req.data.len()),
-        ));
+/// at most 10 minutes ahead), `action_source`, `opt_out`; `user_data.{em, ph, external_id}`
+/// (first non-empty of a string or list, digest or plaintext as sent — `convert` hashes
+/// plaintext), `user_data.st` → `geo_state` (only a US state, and only when `country` is
+/// absent or `us`), `user_data.fbc` → `click_id`, `user_data.client_user_agent` →
+/// `device_os`; `custom_data.{value, currency, order_id}`. Every other field is skipped
+/// unread.
+pub fn capi_rows(pixel_id: &str, req: CapiRequest) -> Result<RecordBatch, DialectError> {
+    let Events { count, columns, first_error, .. } = req.events;
+    if count > MAX_EVENTS {
+        return Err(DialectError::new(None, "$['data']", format!("`data` holds {count} events; at most {MAX_EVENTS} are accepted per request")));
     }
-    if req.data.is_empty() {
+    if count == 0 {
         return Err(DialectError::new(None, "$['data']", "`data` holds no events"));
     }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
     let is_test = req.test_event_code.as_deref().is_some_and(|c| !c.trim().is_empty());
-    req.data.iter().enumerate().map(|(i, item)| event_row(i, item, pixel_id, is_test, now_unix)).collect()
+    Ok(columns.finish(pixel_id, is_test, count))
 }
 
 fn path(i: usize, keys: &[&str]) -> String {
@@ -117,62 +129,500 @@ fn path(i: usize, keys: &[&str]) -> String {
     p
 }
 
-fn event_row(i: usize, item: &Value, pixel_id: &str, is_test: bool, now_unix: i64) -> Result<Map<String, Value>, DialectError> {
-    let err = |keys: &[&str], message: &str| DialectError::new(Some(i), path(i, keys), message);
-    let decoded;
-    let event = match item {
-        Value::Object(o) => o,
-        Value::String(s) => {
-            decoded = serde_json::from_str::<Value>(s).ok();
-            decoded.as_ref().and_then(Value::as_object).ok_or_else(|| err(&[], "a string item of `data` must hold a JSON-encoded event object"))?
-        }
-        _ => return Err(err(&[], "must be an event object or a JSON-encoded event object")),
-    };
-    let mut row = Map::new();
-    row.insert("source_id".into(), pixel_id.into());
-    row.insert("origin".into(), "server".into());
-    row.insert("is_test".into(), is_test.into());
-
-    let name = text(event.get("event_name")).map_err(|m| err(&["event_name"], m))?;
-    row.insert("event_name".into(), name.ok_or_else(|| err(&["event_name"], "`event_name` is required"))?.into());
-    let micros = event_time(event.get("event_time"), false, now_unix).map_err(|m| err(&["event_time"], &event_time_message(m)))?;
-    row.insert("event_time".into(), time_value(micros));
-    for key in ["event_id", "action_source"] {
-        put(&mut row, key, text(event.get(key)).map_err(|m| err(&[key], m))?);
-    }
-    put(&mut row, "opt_out", scalar(event.get("opt_out")).map_err(|m| err(&["opt_out"], m))?);
-
-    if let Some(user) = object(event.get("user_data")).map_err(|m| err(&["user_data"], m))? {
-        let first = |key: &str| match user.get(key) {
-            None => Ok(None),
-            Some(v) => first_value(v).map_err(|m| err(&["user_data", key], m)),
-        };
-        for key in ["em", "ph", "external_id"] {
-            put(&mut row, key, first(key)?);
-        }
-        put(&mut row, "click_id", first("fbc")?);
-        // A state is kept only when the country is absent, `us` or unreadable.
-        let us = match first("country")? {
-            None => true,
-            Some(c) => ident::plain_low_cardinality(IdField::Country, &c).map_or(true, |c| c == "us"),
-        };
-        if us {
-            // Only what decodes to a US state is kept; Meta accepts any region.
-            put(&mut row, "geo_state", first("st")?.and_then(|s| ident::plain_low_cardinality(IdField::St, &s).ok()));
-        }
-        let ua = text(user.get("client_user_agent")).map_err(|m| err(&["user_data", "client_user_agent"], m))?;
-        put(&mut row, "device_os", ua.map(|ua| super::device_os(&ua)));
-    }
-    if let Some(custom) = object(event.get("custom_data")).map_err(|m| err(&["custom_data"], m))? {
-        for key in ["value", "currency", "order_id"] {
-            put(&mut row, key, scalar(custom.get(key)).map_err(|m| err(&["custom_data", key], m))?);
-        }
-    }
-    Ok(row)
-}
-
 fn event_time_message(m: &str) -> String {
     if m.starts_with("the event") { m.to_owned() } else { format!("`event_time` {m}") }
+}
+
+/// The `conversions` input columns an event fills, in [`Row`] order.
+const COLUMNS: [&str; 14] = [
+    "event_name",
+    "event_time",
+    "event_id",
+    "action_source",
+    "opt_out",
+    "em",
+    "ph",
+    "external_id",
+    "click_id",
+    "geo_state",
+    "device_os",
+    "value",
+    "currency",
+    "order_id",
+];
+
+/// One event's cells, in [`COLUMNS`] order.
+type Row<'a> = [Option<Cow<'a, str>>; COLUMNS.len()];
+
+/// The text columns of the events read so far.
+#[derive(Debug)]
+struct Columns([StringBuilder; COLUMNS.len()]);
+
+impl Columns {
+    fn new() -> Columns {
+        Columns(std::array::from_fn(|_| StringBuilder::new()))
+    }
+
+    fn push(&mut self, row: Row<'_>) {
+        for (b, cell) in self.0.iter_mut().zip(row) {
+            b.append_option(cell);
+        }
+    }
+
+    /// The raw batch: the constant columns, then each event column some event filled (a
+    /// column no event has is left out, as the JSON readers leave out absent keys).
+    fn finish(self, pixel_id: &str, is_test: bool, rows: usize) -> RecordBatch {
+        let constant = |v: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, rows))) as ArrayRef;
+        let mut names = vec!["source_id", "origin", "is_test"];
+        let mut columns = vec![constant(pixel_id), constant("server"), constant(if is_test { "true" } else { "false" })];
+        for (name, mut b) in COLUMNS.into_iter().zip(self.0) {
+            let col = b.finish();
+            if col.null_count() < rows {
+                names.push(name);
+                columns.push(Arc::new(col));
+            }
+        }
+        let schema = Arc::new(Schema::new(names.into_iter().map(|n| Column::new(n, DataType::Utf8, true)).collect::<Vec<_>>()));
+        RecordBatch::try_new_with_options(schema, columns, &RecordBatchOptions::new().with_row_count(Some(rows))).expect("columns of equal length")
+    }
+}
+
+/// The items of `data` as they are read: counted, and checked and stored as columns up to
+/// the first one that cannot be (the request is refused then; later items are skipped).
+#[derive(Debug)]
+struct Events {
+    count: usize,
+    columns: Columns,
+    first_error: Option<DialectError>,
+    now_unix: i64,
+}
+
+impl Events {
+    fn new(now_unix: i64) -> Events {
+        Events { count: 0, columns: Columns::new(), first_error: None, now_unix }
+    }
+
+    /// Whether the next item needs reading (not past the limit, no earlier refusal).
+    fn wants_more(&self) -> bool {
+        self.first_error.is_none() && self.count < MAX_EVENTS
+    }
+
+    fn add(&mut self, item: Result<Event<'_>, &'static str>) {
+        let i = self.count;
+        self.count += 1;
+        let stored = item.map_err(|m| DialectError::new(Some(i), path(i, &[]), m)).and_then(|event| {
+            let row = event.row(i, self.now_unix)?;
+            self.columns.push(row);
+            Ok(())
+        });
+        if let Err(e) = stored {
+            self.first_error = Some(e);
+        }
+    }
+}
+
+/// What `data` held, if anything.
+enum Data {
+    Events(Box<Events>),
+    NotArray,
+}
+
+fn events_of(data: Option<Data>) -> Result<Events, DialectError> {
+    let bad = |m: &str| DialectError::new(None, "$['data']", m);
+    match data {
+        None => Err(bad("the parameter `data` is required")),
+        Some(Data::NotArray) => Err(bad("`data` must be a JSON array of events")),
+        Some(Data::Events(events)) => Ok(*events),
+    }
+}
+
+/// `data` given as text holding a JSON array (form fields are text).
+fn data_text(text: &str, now_unix: i64) -> Data {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = (DataSeed { now_unix }).deserialize(&mut de).and_then(|d| de.end().map(|()| d));
+    match parsed {
+        Ok(Some(events @ Data::Events(_))) => events,
+        _ => Data::NotArray,
+    }
+}
+
+/// The `visit_*` methods of a visitor for the JSON scalars it does not take (booleans and
+/// numbers): each yields `$value`, so a wrong type is a value to report, not a parse error.
+macro_rules! scalars_are {
+    ($value:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// The top-level object; `None` when the body is JSON but not an object.
+struct Body<'a> {
+    data: Option<Data>,
+    test_event_code: Field<'a>,
+    access_token: Field<'a>,
+    partner_agent: Field<'a>,
+}
+
+struct BodySeed {
+    now_unix: i64,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed {
+    type Value = Option<Body<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed {
+    type Value = Option<Body<'de>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut body = Body { data: None, test_event_code: Field::Null, access_token: Field::Null, partner_agent: Field::Null };
+        const KEYS: &[&str] = &["data", "test_event_code", "access_token", "partner_agent"];
+        while let Some(key) = map.next_key_seed(Key(KEYS))? {
+            match key {
+                Some(0) => body.data = map.next_value_seed(DataSeed { now_unix: self.now_unix })?,
+                Some(1) => body.test_event_code = map.next_value()?,
+                Some(2) => body.access_token = map.next_value()?,
+                Some(3) => body.partner_agent = map.next_value()?,
+                _ => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(Some(body))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    scalars_are!(None);
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// A map key, as its index in a list of wanted names (`None`: not wanted).
+struct Key(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|k| *k == v))
+    }
+}
+
+/// `data`: `None` for null, the events of an array, or an array held in a string.
+struct DataSeed {
+    now_unix: i64,
+}
+
+impl<'de> DeserializeSeed<'de> for DataSeed {
+    type Value = Option<Data>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed {
+    type Value = Option<Data>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut events = Events::new(self.now_unix);
+        while seq.next_element_seed(ItemSeed(&mut events))?.is_some() {}
+        Ok(Some(Data::Events(Box::new(events))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(data_text(v, self.now_unix)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Some(Data::NotArray))
+    }
+    scalars_are!(Some(Data::NotArray));
+}
+
+/// One item of `data`, added to the events as it is read.
+struct ItemSeed<'e>(&'e mut Events);
+
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.0.wants_more() {
+            let item = d.deserialize_any(ItemVisitor)?;
+            match item {
+                Item::Event(event) => self.0.add(Ok(event)),
+                Item::Encoded(text) => self.0.add(encoded_event(&text)),
+                Item::Other => self.0.add(Err("must be an event object or a JSON-encoded event object")),
+            }
+        } else {
+            IgnoredAny::deserialize(d)?;
+            self.0.count += 1;
+        }
+        Ok(())
+    }
+}
+
+fn encoded_event(text: &str) -> Result<Event<'_>, &'static str> {
+    match serde_json::from_str::<Item<'_>>(text) {
+        Ok(Item::Event(event)) => Ok(event),
+        _ => Err("a string item of `data` must hold a JSON-encoded event object"),
+    }
+}
+
+// Built and matched once per event, never stored: boxing the event would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Item<'a> {
+    Event(Event<'a>),
+    Encoded(Cow<'a, str>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Item<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an event")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item<'de>, A::Error> {
+        Event::from_map(map).map(Item::Event)
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Item<'de>, E> {
+        Ok(Item::Encoded(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Item<'de>, E> {
+        Ok(Item::Encoded(Cow::Owned(v.to_owned())))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Item::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    scalars_are!(Item::Other);
+}
+
+/// An object read field by field from a map (only the fields the dialect maps).
+trait FromMap<'de>: Sized {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// An optional nested object: absent (or null), an object, or something else.
+#[derive(Default)]
+enum Nested<T> {
+    #[default]
+    Absent,
+    Object(T),
+    NotObject,
+}
+
+impl<'de, T: FromMap<'de>> serde::Deserialize<'de> for Nested<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NestedVisitor(std::marker::PhantomData))
+    }
+}
+
+struct NestedVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: FromMap<'de>> Visitor<'de> for NestedVisitor<T> {
+    type Value = Nested<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Nested<T>, A::Error> {
+        T::from_map(map).map(Nested::Object)
+    }
+    fn visit_unit<E>(self) -> Result<Nested<T>, E> {
+        Ok(Nested::Absent)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Nested<T>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Nested::NotObject)
+    }
+    scalars_are!(Nested::NotObject);
+    fn visit_str<E>(self, _: &str) -> Result<Nested<T>, E> {
+        Ok(Nested::NotObject)
+    }
+}
+
+/// The fields of an event that map to columns (a repeated key: the last one counts).
+#[derive(Default)]
+struct Event<'a> {
+    event_name: Field<'a>,
+    event_time: Field<'a>,
+    event_id: Field<'a>,
+    action_source: Field<'a>,
+    opt_out: Field<'a>,
+    user_data: Nested<User<'a>>,
+    custom_data: Nested<Custom<'a>>,
+}
+
+#[derive(Default)]
+struct User<'a> {
+    em: Field<'a>,
+    ph: Field<'a>,
+    external_id: Field<'a>,
+    fbc: Field<'a>,
+    country: Field<'a>,
+    st: Field<'a>,
+    client_user_agent: Field<'a>,
+}
+
+#[derive(Default)]
+struct Custom<'a> {
+    value: Field<'a>,
+    currency: Field<'a>,
+    order_id: Field<'a>,
+}
+
+impl<'de> FromMap<'de> for Event<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        const KEYS: &[&str] = &["event_name", "event_time", "event_id", "action_source", "opt_out", "user_data", "custom_data"];
+        let mut e = Event::default();
+        while let Some(key) = map.next_key_seed(Key(KEYS))? {
+            match key {
+                Some(0) => e.event_name = map.next_value()?,
+                Some(1) => e.event_time = map.next_value()?,
+                Some(2) => e.event_id = map.next_value()?,
+                Some(3) => e.action_source = map.next_value()?,
+                Some(4) => e.opt_out = map.next_value()?,
+                Some(5) => e.user_data = map.next_value()?,
+                Some(6) => e.custom_data = map.next_value()?,
+                _ => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(e)
+    }
+}
+
+impl<'de> FromMap<'de> for User<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        const KEYS: &[&str] = &["em", "ph", "external_id", "fbc", "country", "st", "client_user_agent"];
+        let mut u = User::default();
+        while let Some(key) = map.next_key_seed(Key(KEYS))? {
+            let slot = match key {
+                Some(0) => &mut u.em,
+                Some(1) => &mut u.ph,
+                Some(2) => &mut u.external_id,
+                Some(3) => &mut u.fbc,
+                Some(4) => &mut u.country,
+                Some(5) => &mut u.st,
+                Some(6) => &mut u.client_user_agent,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value()?;
+        }
+        Ok(u)
+    }
+}
+
+impl<'de> FromMap<'de> for Custom<'de> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        const KEYS: &[&str] = &["value", "currency", "order_id"];
+        let mut c = Custom::default();
+        while let Some(key) = map.next_key_seed(Key(KEYS))? {
+            let slot = match key {
+                Some(0) => &mut c.value,
+                Some(1) => &mut c.currency,
+                Some(2) => &mut c.order_id,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value()?;
+        }
+        Ok(c)
+    }
+}
+
+impl<'a> Event<'a> {
+    /// The event's cells, or the first reason it cannot be stored (checked in field order).
+    fn row(&self, i: usize, now_unix: i64) -> Result<Row<'a>, DialectError> {
+        let err = |keys: &[&str], message: &str| DialectError::new(Some(i), path(i, keys), message);
+        let mut row: Row<'a> = Default::default();
+        let [event_name, event_time_cell, event_id, action_source, opt_out, em, ph, external_id, click_id, geo_state, device_os, value, currency, order_id] =
+            &mut row;
+        let name = self.event_name.text().map_err(|m| err(&["event_name"], m))?;
+        *event_name = Some(name.ok_or_else(|| err(&["event_name"], "`event_name` is required"))?);
+        let micros = event_time(&self.event_time, false, now_unix).map_err(|m| err(&["event_time"], &event_time_message(m)))?;
+        *event_time_cell = Some(Cow::Owned(time_text(micros)));
+        *event_id = self.event_id.text().map_err(|m| err(&["event_id"], m))?;
+        *action_source = self.action_source.text().map_err(|m| err(&["action_source"], m))?;
+        *opt_out = self.opt_out.scalar().map_err(|m| err(&["opt_out"], m))?;
+        match &self.user_data {
+            Nested::Absent => {}
+            Nested::NotObject => return Err(err(&["user_data"], "must be an object")),
+            Nested::Object(user) => {
+                let id = |key: &str, f: &Field<'a>| f.ident().map_err(|m| err(&["user_data", key], m));
+                *em = id("em", &user.em)?;
+                *ph = id("ph", &user.ph)?;
+                *external_id = id("external_id", &user.external_id)?;
+                *click_id = id("fbc", &user.fbc)?;
+                // A state is kept only when the country is absent, `us` or unreadable.
+                let us = match id("country", &user.country)? {
+                    None => true,
+                    Some(c) => ident::plain_low_cardinality(IdField::Country, &c).map_or(true, |c| c == "us"),
+                };
+                if us {
+                    // Only what decodes to a US state is kept; Meta accepts any region.
+                    *geo_state = id("st", &user.st)?.and_then(|s| ident::plain_low_cardinality(IdField::St, &s).ok()).map(Cow::Owned);
+                }
+                let ua = user.client_user_agent.text().map_err(|m| err(&["user_data", "client_user_agent"], m))?;
+                *device_os = ua.map(|ua| Cow::Borrowed(super::device_os(&ua)));
+            }
+        }
+        match &self.custom_data {
+            Nested::Absent => {}
+            Nested::NotObject => return Err(err(&["custom_data"], "must be an object")),
+            Nested::Object(custom) => {
+                *value = custom.value.scalar().map_err(|m| err(&["custom_data", "value"], m))?;
+                *currency = custom.currency.scalar().map_err(|m| err(&["custom_data", "currency"], m))?;
+                *order_id = custom.order_id.scalar().map_err(|m| err(&["custom_data", "order_id"], m))?;
+            }
+        }
+        Ok(row)
+    }
 }
 
 /// The JSON path Meta would name for a `conversions` input column of event `index` — for
@@ -236,6 +686,7 @@ mod tests {
     use super::*;
     use crate::convert::{Context, convert};
     use arrow::array::AsArray;
+    use serde_json::Map;
     use tally_core::ident::PlaintextMode;
     use tally_core::schema::Table;
     use tally_core::{HashedId, Pseudonymizer};
@@ -253,7 +704,31 @@ mod tests {
     const NOW: i64 = 1_700_000_100;
 
     fn form(body: &str) -> CapiRequest {
-        capi_request_from_form(serde_urlencoded::from_str(body).unwrap()).unwrap()
+        capi_request_from_form(serde_urlencoded::from_str(body).unwrap(), NOW).unwrap()
+    }
+
+    fn json_body(body: &Value) -> Result<CapiRequest, DialectError> {
+        capi_request_from_json(body.to_string().as_bytes(), NOW)
+    }
+
+    /// The non-null cells of a raw batch, row by row, as JSON strings.
+    fn text_rows(batch: &RecordBatch) -> Vec<Map<String, Value>> {
+        (0..batch.num_rows())
+            .map(|i| {
+                let schema = batch.schema();
+                schema
+                    .fields()
+                    .iter()
+                    .zip(batch.columns())
+                    .filter(|(_, c)| c.is_valid(i))
+                    .map(|(f, c)| (f.name().clone(), json!(c.as_string::<i32>().value(i))))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn stored(pixel_id: &str, req: CapiRequest) -> Result<Vec<Map<String, Value>>, DialectError> {
+        capi_rows(pixel_id, req).map(|b| text_rows(&b))
     }
 
     fn event(extra: Value) -> Value {
@@ -263,7 +738,7 @@ mod tests {
     }
 
     fn rows_of(events: Vec<Value>) -> Result<Vec<Map<String, Value>>, DialectError> {
-        capi_rows("px1", &CapiRequest { data: events, ..CapiRequest::default() }, NOW)
+        stored("px1", json_body(&json!({ "data": events }))?)
     }
 
     #[test]
@@ -271,18 +746,18 @@ mod tests {
         let req = form(SDK_FORM);
         assert_eq!(req.test_event_code.as_deref(), Some("TEST123"));
         assert_eq!(req.access_token, None);
-        assert!(req.data[0].is_string(), "the SDK double-encodes events");
-        let rows = capi_rows("1234567890", &req, NOW).unwrap();
+        assert_eq!(req.len(), 1, "one event, double-encoded by the SDK");
+        let rows = stored("1234567890", req).unwrap();
         let want = json!({
-            "source_id": "1234567890", "origin": "server", "is_test": true,
-            "event_name": "Purchase", "event_time": 1_700_000_000, "event_id": "evt-1", "action_source": "website",
+            "source_id": "1234567890", "origin": "server", "is_test": "true",
+            "event_name": "Purchase", "event_time": "1700000000", "event_id": "evt-1", "action_source": "website",
             "em": JANE_EM,
             "ph": "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176",
             "external_id": "cust-42",
             "geo_state": "ca",
             "click_id": "fb.1.1554763741205.AbCdEfGhIjKlMnOpQrStUvWxYz1234567890",
             "device_os": "ios",
-            "value": 123.45, "currency": "usd", "order_id": "order-9",
+            "value": "123.45", "currency": "usd", "order_id": "order-9",
         });
         assert_eq!(Value::Object(rows[0].clone()), want);
     }
@@ -296,14 +771,14 @@ mod tests {
         assert_eq!(req.access_token.as_deref(), Some("TOKEN123"));
         assert_eq!(req.partner_agent.as_deref(), Some("wordpress"));
         assert_eq!(req.test_event_code, None, "a blank code is no code");
-        assert_eq!(capi_rows("p", &req, NOW).unwrap()[0]["is_test"], json!(false));
+        assert_eq!(stored("p", req).unwrap()[0]["is_test"], json!("false"));
         // Form `data` holding objects rather than strings.
         let objects = serde_urlencoded::to_string([("data", json!([event(json!({}))]).to_string())]).unwrap();
-        assert_eq!(capi_rows("p", &form(&objects), NOW).unwrap()[0]["event_name"], json!("Purchase"));
+        assert_eq!(stored("p", form(&objects)).unwrap()[0]["event_name"], json!("Purchase"));
         // No `data`, or `data` not an array.
-        let e = capi_request_from_form(vec![("access_token".into(), "t".into())]).unwrap_err();
+        let e = capi_request_from_form(vec![("access_token".into(), "t".into())], NOW).unwrap_err();
         assert_eq!(e.path, "$['data']");
-        let e = capi_request_from_form(vec![("data".into(), "{\"event_name\":1}".into())]).unwrap_err();
+        let e = capi_request_from_form(vec![("data".into(), "{\"event_name\":1}".into())], NOW).unwrap_err();
         assert_eq!(e.to_string(), "$['data']: `data` must be a JSON array of events");
     }
 
@@ -313,19 +788,41 @@ mod tests {
             "data": [event(json!({"event_id": 7})), event(json!({"event_name": "Lead"})).to_string()],
             "test_event_code": "TEST1", "access_token": "tok", "partner_agent": "gtm", "upload_tag": "x",
         });
-        let req = capi_request_from_json(body.to_string().as_bytes()).unwrap();
+        let req = json_body(&body).unwrap();
         assert_eq!((req.access_token.as_deref(), req.partner_agent.as_deref()), (Some("tok"), Some("gtm")));
-        let rows = capi_rows("p", &req, NOW).unwrap();
+        let rows = stored("p", req).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["event_id"], json!("7"));
         assert_eq!(rows[1]["event_name"], json!("Lead"));
-        assert!(rows.iter().all(|r| r["is_test"] == json!(true)));
+        assert!(rows.iter().all(|r| r["is_test"] == json!("true")));
 
-        let e = capi_rows("p", &CapiRequest { data: vec![json!("not json"), json!(3)], ..Default::default() }, NOW).unwrap_err();
+        let e = rows_of(vec![json!("not json"), json!(3)]).unwrap_err();
         assert_eq!((e.index, e.path.as_str()), (Some(0), "$['data'][0]"));
-        assert_eq!(capi_request_from_json(b"{\"data\":").unwrap_err().path, "$");
-        assert_eq!(capi_request_from_json(b"[]").unwrap_err().path, "$");
-        assert_eq!(capi_request_from_json(b"{}").unwrap_err().path, "$['data']");
+        assert!(e.message.contains("JSON-encoded event object"), "{e}");
+        let e = rows_of(vec![event(json!({})), json!(3)]).unwrap_err();
+        assert_eq!((e.index, e.path.as_str()), (Some(1), "$['data'][1]"));
+        for (body, path, message) in [
+            (&b"{\"data\":"[..], "$", "not valid JSON"),
+            (b"{\"data\":[]} x", "$", "not valid JSON"),
+            (b"[]", "$", "must be a JSON object"),
+            (b"\"data\"", "$", "must be a JSON object"),
+            (b"{}", "$['data']", "is required"),
+            (b"{\"data\":null}", "$['data']", "is required"),
+            (b"{\"data\":{}}", "$['data']", "must be a JSON array"),
+            (b"{\"data\":\"[1\"}", "$['data']", "must be a JSON array"),
+            (b"{\"data\":[],\"access_token\":[1]}", "$['access_token']", "must be a string"),
+        ] {
+            let e = capi_request_from_json(body, NOW).unwrap_err();
+            assert_eq!(e.path, path, "{}", String::from_utf8_lossy(body));
+            assert!(e.message.contains(message), "{e}");
+        }
+        // `data` as text holding the array, a repeated key (the last counts), escapes.
+        let text = json!({"data": json!([event(json!({"event_id": "a"}))]).to_string()});
+        assert_eq!(stored("p", json_body(&text).unwrap()).unwrap()[0]["event_id"], json!("a"));
+        let twice = format!("{{\"data\":[{0},{0}],\"data\":[{0}]}}", event(json!({})));
+        assert_eq!(capi_request_from_json(twice.as_bytes(), NOW).unwrap().len(), 1);
+        let escaped = rows_of(vec![event(json!({"event_id": "a\"b\u{e9}", "user_data": {"em": ["", "x\ty@example.com"]}}))]).unwrap();
+        assert_eq!((&escaped[0]["event_id"], &escaped[0]["em"]), (&json!("a\"bé"), &json!("x\ty@example.com")));
     }
 
     #[test]
@@ -367,6 +864,8 @@ mod tests {
         let many = |n| vec![event(json!({})); n];
         assert_eq!(rows_of(many(1000)).unwrap().len(), 1000);
         let e = rows_of(many(1001)).unwrap_err();
+        let bad_late = [many(1000), vec![json!(3)]].concat();
+        assert!(rows_of(bad_late).unwrap_err().message.contains("1001 events"), "the count is checked first");
         assert_eq!(e.path, "$['data']");
         assert!(e.message.contains("1001 events") && e.message.contains("at most 1000"), "{e}");
         assert!(rows_of(vec![]).is_err());
@@ -479,28 +978,27 @@ mod tests {
     #[test]
     fn end_to_end_through_convert() {
         // The SDK's hashed email, and the same person's plaintext email from a JSON sender.
-        let mut rows = capi_rows("1234567890", &form(SDK_FORM), NOW).unwrap();
+        let sdk = capi_rows("1234567890", form(SDK_FORM)).unwrap();
         let plain = json!({"data": [event(json!({"user_data": {"em": ["  Jane.Doe@Example.COM "], "fn": "Jane"}}))]});
-        rows.extend(capi_rows("1234567890", &capi_request_from_json(plain.to_string().as_bytes()).unwrap(), NOW).unwrap());
-        let (raw, unreadable) = crate::raw::json_rows(rows.into_iter().map(|r| Ok(Value::Object(r))).collect());
-        let out = convert(Table::Conversions, &raw, &unreadable, &ctx()).unwrap();
-        assert!(out.rejected.is_empty(), "{:?}", out.rejected);
-        assert_eq!(out.hashed_on_arrival, 2, "the SDK's plaintext external_id and the plaintext email");
+        let plain = capi_rows("1234567890", json_body(&plain).unwrap()).unwrap();
+        let sdk = convert(Table::Conversions, &sdk, &[], &ctx()).unwrap();
+        let plain = convert(Table::Conversions, &plain, &[], &ctx()).unwrap();
+        assert!(sdk.rejected.is_empty() && plain.rejected.is_empty(), "{:?} {:?}", sdk.rejected, plain.rejected);
+        assert_eq!(sdk.hashed_on_arrival + plain.hashed_on_arrival, 2, "the SDK's plaintext external_id and the plaintext email");
         let want = ctx().pseudonymizer.pseudonymize(&HashedId::from_hex(JANE_EM).unwrap());
-        let em = out.batch.column_by_name("em").unwrap().as_fixed_size_binary();
-        assert_eq!(em.value(0), want.as_bytes());
-        assert_eq!(em.value(1), want.as_bytes());
-        let col = |name: &str| out.batch.column_by_name(name).unwrap().clone();
+        for out in [&sdk, &plain] {
+            assert_eq!(out.batch.column_by_name("em").unwrap().as_fixed_size_binary().value(0), want.as_bytes());
+        }
+        let col = |name: &str| sdk.batch.column_by_name(name).unwrap().clone();
         assert_eq!(col("geo_state").as_string::<i32>().value(0), "ca");
         assert_eq!(col("currency").as_string::<i32>().value(0), "USD");
         assert_eq!(col("advertiser_id").as_string::<i32>().value(0), "acme");
         assert!(col("is_test").as_boolean().value(0));
-        assert!(!col("is_test").as_boolean().value(1));
+        assert!(!plain.batch.column_by_name("is_test").unwrap().as_boolean().value(0));
 
         // A row error from convert maps back to Meta's path, without the value.
-        let bad = capi_rows("p", &CapiRequest { data: vec![event(json!({})), event(json!({"user_data": {"em": "not-an-email"}}))], ..Default::default() }, NOW).unwrap();
-        let (raw, unreadable) = crate::raw::json_rows(bad.into_iter().map(|r| Ok(Value::Object(r))).collect());
-        let out = convert(Table::Conversions, &raw, &unreadable, &ctx()).unwrap();
+        let bad = json!({"data": [event(json!({})), event(json!({"user_data": {"em": "not-an-email"}}))]});
+        let out = convert(Table::Conversions, &capi_rows("p", json_body(&bad).unwrap()).unwrap(), &[], &ctx()).unwrap();
         let e = &out.rejected[0];
         assert_eq!(capi_path(e.row, &e.column), "$['data'][1]['user_data']['em']");
         assert!(!e.message.contains("not-an-email"), "{}", e.message);

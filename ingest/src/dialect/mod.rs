@@ -25,6 +25,10 @@ pub use tiktok::{TiktokShape, tiktok_error, tiktok_events_rows, tiktok_ok, tikto
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// At most this many events per request (Meta's and TikTok's limit).
@@ -96,50 +100,160 @@ pub fn device_os(user_agent: &str) -> &'static str {
     }
 }
 
-/// The first non-empty value of an identifier given as a string or a list of strings
-/// (numbers are taken as their text). `Err` holds the reason, never the value.
-pub(crate) fn first_value(v: &Value) -> Result<Option<String>, &'static str> {
-    const SHAPE: &str = "must be a string or a list of strings";
-    let one = |v: &Value| -> Result<Option<String>, &'static str> {
+/// One JSON value as the dialects read it: text borrowed from the body where it can be; for
+/// an object only its kind, and for an array only what an identifier list yields (its first
+/// non-empty item). The Meta reader deserializes straight into it; the TikTok reader views a
+/// parsed [`Value`] through [`Field::of`]. The rules below ([`Field::text`],
+/// [`Field::scalar`], [`Field::ident`], [`event_time`]) are the one statement of how a value
+/// is read, whichever way it came.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum Field<'a> {
+    /// Absent or `null`.
+    #[default]
+    Null,
+    Str(Cow<'a, str>),
+    Num(serde_json::Number),
+    Bool(bool),
+    /// An array: its first non-empty identifier item, or why it is not a list of strings.
+    List(Result<Option<Cow<'a, str>>, &'static str>),
+    Object,
+}
+
+const SHAPE: &str = "must be a string or a list of strings";
+
+impl<'a> Field<'a> {
+    /// A field of a parsed value (`None`: absent).
+    pub(crate) fn of(v: Option<&'a Value>) -> Field<'a> {
         match v {
-            Value::Null => Ok(None),
-            Value::String(s) => Ok((!s.trim().is_empty()).then(|| s.clone())),
-            Value::Number(n) => Ok(Some(n.to_string())),
+            None | Some(Value::Null) => Field::Null,
+            Some(Value::String(s)) => Field::Str(Cow::Borrowed(s)),
+            Some(Value::Number(n)) => Field::Num(n.clone()),
+            Some(Value::Bool(b)) => Field::Bool(*b),
+            Some(Value::Array(items)) => Field::List(first_ident(items.iter().map(|item| Field::of(Some(item))))),
+            Some(Value::Object(_)) => Field::Object,
+        }
+    }
+
+    /// A value that must be a string (numbers taken as their text), or absent; blank is absent.
+    pub(crate) fn text(&self) -> Result<Option<Cow<'a, str>>, &'static str> {
+        match self {
+            Field::Null => Ok(None),
+            Field::Str(s) => Ok((!s.trim().is_empty()).then(|| s.clone())),
+            Field::Num(n) => Ok(Some(Cow::Owned(n.to_string()))),
+            _ => Err("must be a string"),
+        }
+    }
+
+    /// A single value as text: strings as given, numbers and booleans as their JSON text;
+    /// null and blank strings as absent.
+    pub(crate) fn scalar(&self) -> Result<Option<Cow<'a, str>>, &'static str> {
+        match self {
+            Field::Bool(b) => Ok(Some(Cow::Borrowed(if *b { "true" } else { "false" }))),
+            Field::List(_) | Field::Object => Err("must be a single value, not an array or object"),
+            other => other.text(),
+        }
+    }
+
+    /// An identifier given as a string or a list of strings: the string, or the list's first
+    /// non-empty item (numbers are taken as their text).
+    pub(crate) fn ident(&self) -> Result<Option<Cow<'a, str>>, &'static str> {
+        match self {
+            Field::List(first) => first.clone(),
+            item => item.ident_item(),
+        }
+    }
+
+    /// One item of an identifier list: a string (blank is absent) or a number's text.
+    fn ident_item(&self) -> Result<Option<Cow<'a, str>>, &'static str> {
+        match self {
+            Field::Null | Field::Str(_) | Field::Num(_) => self.text(),
             _ => Err(SHAPE),
         }
-    };
-    match v {
-        Value::Array(items) => {
-            for item in items {
-                if let Some(s) = one(item)? {
-                    return Ok(Some(s));
-                }
-            }
-            Ok(None)
-        }
-        v => one(v),
     }
 }
 
-/// A single (non-nested) value copied into a row: strings, numbers and booleans as given;
-/// null and blank strings as absent.
-pub(crate) fn scalar(v: Option<&Value>) -> Result<Option<Value>, &'static str> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => Ok(Some(v.clone())),
-        Some(_) => Err("must be a single value, not an array or object"),
+/// The first non-empty identifier among list items; items after it are not looked at.
+fn first_ident<'a>(items: impl IntoIterator<Item = Field<'a>>) -> Result<Option<Cow<'a, str>>, &'static str> {
+    for item in items {
+        if let Some(s) = item.ident_item()? {
+            return Ok(Some(s));
+        }
     }
+    Ok(None)
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_none<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Field<'de>, E> {
+        Ok(Field::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Num(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Field<'de>, E> {
+        Ok(Field::Num(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Field<'de>, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Field::Null, Field::Num))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
+        // As `first_ident`: the first item that is non-empty or of the wrong shape decides.
+        let mut first = Ok(None);
+        while let Some(item) = seq.next_element::<Field<'de>>()? {
+            if let Ok(None) = first {
+                first = item.ident_item();
+            }
+        }
+        Ok(Field::List(first))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::Object)
+    }
+}
+
+/// The first non-empty value of an identifier given as a string or a list of strings
+/// (numbers are taken as their text). `Err` holds the reason, never the value.
+pub(crate) fn first_value(v: &Value) -> Result<Option<String>, &'static str> {
+    Field::of(Some(v)).ident().map(|s| s.map(Cow::into_owned))
+}
+
+/// A single (non-nested) value as text: strings as given, numbers and booleans as their
+/// JSON text; null and blank strings as absent.
+pub(crate) fn scalar(v: Option<&Value>) -> Result<Option<String>, &'static str> {
+    Field::of(v).scalar().map(|s| s.map(Cow::into_owned))
 }
 
 /// A value that must be a string (numbers taken as their text), or absent.
 pub(crate) fn text(v: Option<&Value>) -> Result<Option<String>, &'static str> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok((!s.trim().is_empty()).then(|| s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err("must be a string"),
-    }
+    Field::of(v).text().map(|s| s.map(Cow::into_owned))
 }
 
 /// An optional nested object.
@@ -154,7 +268,7 @@ pub(crate) fn object(v: Option<&Value>) -> Result<Option<&Map<String, Value>>, &
 /// An event time as microseconds since the epoch: unix seconds (a number or numeric text)
 /// or, when `iso` is allowed, ISO 8601 text. Checked against the dialects' window around
 /// `now_unix`.
-pub(crate) fn event_time(v: Option<&Value>, iso: bool, now_unix: i64) -> Result<i64, &'static str> {
+pub(crate) fn event_time(v: &Field<'_>, iso: bool, now_unix: i64) -> Result<i64, &'static str> {
     let seconds = |s: f64| -> Result<i64, &'static str> {
         if !s.is_finite() || s < 0.0 {
             Err("must be unix seconds")
@@ -166,9 +280,9 @@ pub(crate) fn event_time(v: Option<&Value>, iso: bool, now_unix: i64) -> Result<
     };
     let wanted = if iso { "must be unix seconds or an ISO 8601 time" } else { "must be unix seconds (an integer)" };
     let micros = match v {
-        None | Some(Value::Null) => return Err("is required"),
-        Some(Value::Number(n)) => seconds(n.as_f64().ok_or(wanted)?)?,
-        Some(Value::String(s)) => {
+        Field::Null => return Err("is required"),
+        Field::Num(n) => seconds(n.as_f64().ok_or(wanted)?)?,
+        Field::Str(s) => {
             let s = s.trim();
             if s.is_empty() {
                 return Err("is required");
@@ -179,7 +293,7 @@ pub(crate) fn event_time(v: Option<&Value>, iso: bool, now_unix: i64) -> Result<
                 Err(_) => return Err(wanted),
             }
         }
-        Some(_) => return Err(wanted),
+        _ => return Err(wanted),
     };
     if micros < (now_unix - MAX_AGE_SECS) * 1_000_000 {
         Err(TOO_OLD)
@@ -193,18 +307,17 @@ pub(crate) fn event_time(v: Option<&Value>, iso: bool, now_unix: i64) -> Result<
 /// ISO 8601 text to microseconds: RFC 3339, offsets without a colon (`+0000`), or no offset
 /// (taken as UTC).
 fn parse_iso(s: &str) -> Option<i64> {
-    crate::convert::parse_time(s).or_else(|| {
-        chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z").ok().map(|t| t.timestamp_micros())
-    })
+    crate::convert::parse_time(s).or_else(|| chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z").ok().map(|t| t.timestamp_micros()))
 }
 
-/// The row value for an event time: integer seconds when whole, else RFC 3339 (UTC, microseconds).
-pub(crate) fn time_value(micros: i64) -> Value {
+/// The row text for an event time: integer seconds when whole, else RFC 3339 (UTC,
+/// microseconds) — both forms `convert` reads back exactly.
+pub(crate) fn time_text(micros: i64) -> String {
     if micros % 1_000_000 == 0 {
-        Value::from(micros / 1_000_000)
+        (micros / 1_000_000).to_string()
     } else {
         let t = chrono::DateTime::from_timestamp_micros(micros).expect("in range: checked against now");
-        Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     }
 }
 
@@ -249,7 +362,10 @@ mod tests {
             ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Mobile Safari/537.36", "android"),
             ("Dalvik/2.1.0 (Linux; U; Android 13; SM-S911B Build/TP1A.220624.014)", "android"),
             ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36", "windows"),
-            ("Mozilla/5.0 (Mobile; Windows Phone 8.1; Android 4.0; ARM; Trident/7.0; Touch; rv:11.0; IEMobile/11.0; NOKIA; Lumia 635) like iPhone OS 7_0_3 Mac OS X", "windows"),
+            (
+                "Mozilla/5.0 (Mobile; Windows Phone 8.1; Android 4.0; ARM; Trident/7.0; Touch; rv:11.0; IEMobile/11.0; NOKIA; Lumia 635) like iPhone OS 7_0_3 Mac OS X",
+                "windows",
+            ),
             ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15", "macos"),
             ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0", "linux"),
             ("Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36", "other"),
@@ -276,27 +392,27 @@ mod tests {
     #[test]
     fn event_time_window_and_forms() {
         let now = 1_700_000_000;
-        assert_eq!(event_time(Some(&json!(now)), false, now), Ok(now * 1_000_000));
-        assert_eq!(event_time(Some(&json!(now.to_string())), false, now), Ok(now * 1_000_000));
-        assert_eq!(event_time(Some(&json!(now - 7 * 86_400)), false, now), Ok((now - 7 * 86_400) * 1_000_000));
-        assert_eq!(event_time(Some(&json!(now - 8 * 86_400)), false, now), Err(TOO_OLD));
-        assert_eq!(event_time(Some(&json!(now + 600)), false, now), Ok((now + 600) * 1_000_000));
-        assert_eq!(event_time(Some(&json!(now + 660)), false, now), Err(TOO_NEW));
-        assert!(event_time(Some(&json!(now * 1000)), false, now).unwrap_err().contains("milliseconds"));
-        assert!(event_time(None, false, now).unwrap_err().contains("required"));
+        assert_eq!(event_time(&Field::of(Some(&json!(now))), false, now), Ok(now * 1_000_000));
+        assert_eq!(event_time(&Field::of(Some(&json!(now.to_string()))), false, now), Ok(now * 1_000_000));
+        assert_eq!(event_time(&Field::of(Some(&json!(now - 7 * 86_400))), false, now), Ok((now - 7 * 86_400) * 1_000_000));
+        assert_eq!(event_time(&Field::of(Some(&json!(now - 8 * 86_400))), false, now), Err(TOO_OLD));
+        assert_eq!(event_time(&Field::of(Some(&json!(now + 600))), false, now), Ok((now + 600) * 1_000_000));
+        assert_eq!(event_time(&Field::of(Some(&json!(now + 660))), false, now), Err(TOO_NEW));
+        assert!(event_time(&Field::of(Some(&json!(now * 1000))), false, now).unwrap_err().contains("milliseconds"));
+        assert!(event_time(&Field::Null, false, now).unwrap_err().contains("required"));
         // ISO only where the dialect allows it.
-        assert!(event_time(Some(&json!("2023-11-14T22:13:20Z")), false, now).is_err());
+        assert!(event_time(&Field::of(Some(&json!("2023-11-14T22:13:20Z"))), false, now).is_err());
         for iso in ["2023-11-14T22:13:20Z", "2023-11-14T23:13:20+01:00", "2023-11-14T22:13:20+0000", "2023-11-14T22:13:20"] {
-            assert_eq!(event_time(Some(&json!(iso)), true, now), Ok(now * 1_000_000), "{iso}");
+            assert_eq!(event_time(&Field::of(Some(&json!(iso))), true, now), Ok(now * 1_000_000), "{iso}");
         }
-        assert_eq!(event_time(Some(&json!("2023-11-14T22:13:20.250Z")), true, now), Ok(now * 1_000_000 + 250_000));
-        assert!(event_time(Some(&json!("yesterday")), true, now).is_err());
+        assert_eq!(event_time(&Field::of(Some(&json!("2023-11-14T22:13:20.250Z"))), true, now), Ok(now * 1_000_000 + 250_000));
+        assert!(event_time(&Field::of(Some(&json!("yesterday"))), true, now).is_err());
     }
 
     #[test]
     fn time_values_round_trip_through_convert_forms() {
-        assert_eq!(time_value(1_700_000_000_000_000), json!(1_700_000_000));
-        assert_eq!(time_value(1_700_000_000_250_000), json!("2023-11-14T22:13:20.250000Z"));
+        assert_eq!(time_text(1_700_000_000_000_000), "1700000000");
+        assert_eq!(time_text(1_700_000_000_250_000), "2023-11-14T22:13:20.250000Z");
         assert_eq!(crate::convert::parse_time("2023-11-14T22:13:20.250000Z"), Some(1_700_000_000_250_000));
     }
 

@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{DialectError, MAX_EVENTS, event_time, first_value, object, put, random_bytes, scalar, text, time_value};
+use super::{DialectError, Field, MAX_EVENTS, event_time, first_value, object, put, random_bytes, scalar, text, time_text};
 
 /// Which TikTok body a path refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,9 +41,8 @@ pub fn tiktok_events_rows(body: &[u8], now_unix: i64) -> Result<(String, Vec<Map
     let body = parse_body(body)?;
     let source = required_text(&body, "event_source_id")?;
     let is_test = test_code(&body)?;
-    let action_source = text(body.get("event_source"))
-        .map_err(|m| DialectError::new(None, "event_source", m))?
-        .map(|s| match s.to_ascii_lowercase().as_str() {
+    let action_source =
+        text(body.get("event_source")).map_err(|m| DialectError::new(None, "event_source", m))?.map(|s| match s.to_ascii_lowercase().as_str() {
             "web" => "website".to_owned(),
             "offline" => "physical_store".to_owned(),
             other => other.to_owned(),
@@ -179,8 +178,12 @@ fn test_code(body: &Map<String, Value>) -> Result<bool, DialectError> {
 fn events<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], DialectError> {
     let items = match body.get(key) {
         Some(Value::Array(items)) => items.as_slice(),
-        None | Some(Value::Null) => return Err(DialectError::new(None, key, format!("`{key}` is required"))),
-        Some(_) => return Err(DialectError::new(None, key, format!("`{key}` must be an array of events"))),
+        None | Some(Value::Null) => {
+            return Err(DialectError::new(None, key, format!("`{key}` is required")));
+        }
+        Some(_) => {
+            return Err(DialectError::new(None, key, format!("`{key}` must be an array of events")));
+        }
     };
     if items.len() > MAX_EVENTS {
         return Err(DialectError::new(None, key, format!("`{key}` holds {} events; at most {MAX_EVENTS} are accepted per request", items.len())));
@@ -203,11 +206,11 @@ fn base_row(source: &str, is_test: bool) -> Map<String, Value> {
 fn common(at: &At, event: &Map<String, Value>, time_key: &str, iso: bool, now_unix: i64, row: &mut Map<String, Value>) -> Result<(), DialectError> {
     let name = at.text(event, "event", "event")?.ok_or_else(|| at.err("event", "`event` is required"))?;
     row.insert("event_name".into(), name.into());
-    let micros = event_time(event.get(time_key), iso, now_unix).map_err(|m| {
+    let micros = event_time(&Field::of(event.get(time_key)), iso, now_unix).map_err(|m| {
         let m = if m.starts_with("the event") { m.to_owned() } else { format!("`{time_key}` {m}") };
         at.err(time_key, &m)
     })?;
-    row.insert("event_time".into(), time_value(micros));
+    row.insert("event_time".into(), time_text(micros).into());
     put(row, "event_id", at.text(event, "event_id", "event_id")?);
     if let Some(props) = at.object(event, "properties")? {
         for key in ["value", "currency", "order_id"] {
@@ -325,9 +328,9 @@ mod tests {
         assert_eq!(pixel, "CPIXEL123");
         let want = json!({
             "source_id": "CPIXEL123", "origin": "server", "is_test": false, "action_source": "website",
-            "event_name": "CompletePayment", "event_time": 1_700_000_000, "event_id": "tt-1",
+            "event_name": "CompletePayment", "event_time": "1700000000", "event_id": "tt-1",
             "em": "jane.doe@example.com", "ph": "+16505551212", "external_id": "cust-42",
-            "click_id": "E.C.P.cb123", "device_os": "android", "value": 21.0, "currency": "USD",
+            "click_id": "E.C.P.cb123", "device_os": "android", "value": "21.0", "currency": "USD",
         });
         assert_eq!(Value::Object(rows[0].clone()), want);
         let text = serde_json::to_string(&rows).unwrap();
@@ -339,7 +342,7 @@ mod tests {
         body["test_event_code"] = json!("TEST42");
         body.as_object_mut().unwrap().remove("timestamp");
         let (_, rows) = tiktok_pixel_rows(body.to_string().as_bytes(), false, NOW).unwrap();
-        assert_eq!((&rows[0]["is_test"], &rows[0]["event_time"]), (&json!(true), &json!(NOW)));
+        assert_eq!((&rows[0]["is_test"], &rows[0]["event_time"]), (&json!(true), &json!(NOW.to_string())));
     }
 
     #[test]
@@ -348,7 +351,7 @@ mod tests {
         assert_eq!((pixel.as_str(), rows.len()), ("CPIXEL123", 2));
         assert_eq!(rows[0]["em"], json!("5f0d2a4e1d4a0d5f5b5c9f1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f"));
         assert_eq!((&rows[0]["click_id"], &rows[0]["external_id"]), (&json!("E.C.P.cb124"), &json!("cust-43")));
-        assert_eq!((&rows[1]["event_name"], &rows[1]["event_time"]), (&json!("AddToCart"), &json!(1_700_000_060)));
+        assert_eq!((&rows[1]["event_name"], &rows[1]["event_time"]), (&json!("AddToCart"), &json!("1700000060")));
         for absent in ["em", "ph", "external_id", "click_id"] {
             assert!(!rows[1].contains_key(absent), "{absent}: {:?}", rows[1]);
         }
@@ -371,9 +374,9 @@ mod tests {
         assert_eq!(pixel, "CPIXEL9");
         let want = json!({
             "source_id": "CPIXEL9", "origin": "server", "is_test": true, "action_source": "website",
-            "event_name": "CompletePayment", "event_time": 1_700_000_000, "event_id": "e1",
+            "event_name": "CompletePayment", "event_time": "1700000000", "event_id": "e1",
             "em": JANE_EM, "ph": "+16505551212", "external_id": "x1", "click_id": "E.C.P.t", "device_os": "ios",
-            "value": "9.5", "currency": "EUR", "order_id": 77,
+            "value": "9.5", "currency": "EUR", "order_id": "77",
         });
         assert_eq!(Value::Object(rows[0].clone()), want);
         assert_eq!(rows[1]["event_time"], json!("2023-11-14T22:13:20.500000Z"));
@@ -401,7 +404,9 @@ mod tests {
         let e = tiktok_events_rows(&events_body(vec![ev(json!({"event_time": "soon"}))]), NOW).unwrap_err();
         assert_eq!(e.to_string(), "data[0].event_time: `event_time` must be unix seconds or an ISO 8601 time");
         // ISO and seconds give the same row value.
-        let (_, rows) = tiktok_events_rows(&events_body(vec![ev(json!({"event_time": "2023-11-14T22:13:20+00:00"})), ev(json!({"event_time": "1700000000"}))]), NOW).unwrap();
+        let (_, rows) =
+            tiktok_events_rows(&events_body(vec![ev(json!({"event_time": "2023-11-14T22:13:20+00:00"})), ev(json!({"event_time": "1700000000"}))]), NOW)
+                .unwrap();
         assert_eq!(rows[0]["event_time"], rows[1]["event_time"]);
 
         let mut batch: Value = serde_json::from_str(SDK_BATCH).unwrap();
