@@ -17,9 +17,9 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, SchemaRef, TimestampMicrosecondType};
 use chrono::NaiveDate;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -111,8 +111,7 @@ fn layout_properties(table: Layout, stamp: &FileStamp) -> WriterProperties {
             b = b.set_column_dictionary_enabled(column(), false);
         }
     }
-    b
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
+    b.set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
         .set_max_row_group_row_count(Some(512 * 1024))
         .set_created_by(format!("tally {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(vec![
@@ -247,10 +246,7 @@ impl Store {
     /// The data files of `table` in partitions dated `from..=to` (every advertiser), sorted.
     pub async fn list_window_files(&self, table: &'static str, from: NaiveDate, to: NaiveDate) -> Result<Vec<ObjectPath>, StoreError> {
         let files = self.list_files(table).await?;
-        Ok(files
-            .into_iter()
-            .filter(|f| PartitionPath::of_file(table, f).is_some_and(|p| p.date() >= from && p.date() <= to))
-            .collect())
+        Ok(files.into_iter().filter(|f| PartitionPath::of_file(table, f).is_some_and(|p| p.date() >= from && p.date() <= to)).collect())
     }
 
     /// Replaces a window's output: deletes `superseded` (listed by [`Store::list_window_files`]
@@ -303,7 +299,7 @@ impl Store {
 /// Where a file's bytes go while it is being written.
 enum Sink {
     /// A hidden temp file beside the final path (local roots).
-    Local { file: File, temp: PathBuf, dir: PathBuf, final_path: PathBuf },
+    Local { file: PacedFile, temp: PathBuf, dir: PathBuf, final_path: PathBuf },
     /// Memory, PUT whole when complete (object stores).
     Memory(Vec<u8>),
 }
@@ -320,6 +316,39 @@ impl Write for Sink {
             Sink::Local { file, .. } => file.flush(),
             Sink::Memory(_) => Ok(()),
         }
+    }
+}
+
+/// A local file that, when paced, writes its data back to disk every `chunk` bytes and
+/// waits for it, instead of leaving it all dirty in the page cache for the final fsync.
+///
+/// Why: a final fsync of tens of megabytes queues them all on the device at once, and any
+/// other fsync on the machine — the write-ahead log's, which a client is waiting on — waits
+/// behind the whole queue. Measured here (a 400 KB `fdatasync` every 5 ms beside a writer of
+/// 40 MB files): p99 28–30 ms unpaced, 8–11 ms with 1 MiB pacing, 7–9 ms with nothing beside
+/// it. The writer itself loses little: the bytes had to reach the disk before its fsync anyway.
+struct PacedFile {
+    file: File,
+    /// Write back every this many bytes (`None`: leave it to the final fsync).
+    chunk: Option<u64>,
+    /// Bytes written since the last write-back.
+    dirty: u64,
+}
+
+impl Write for PacedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(chunk) = self.chunk else { return self.file.write(buf) };
+        let room = usize::try_from(chunk - self.dirty).unwrap_or(usize::MAX);
+        let n = self.file.write(&buf[..buf.len().min(room)])?;
+        self.dirty += n as u64;
+        if self.dirty >= chunk {
+            self.file.sync_data()?;
+            self.dirty = 0;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -359,6 +388,8 @@ pub struct PartitionedWriter {
     /// Deterministic file names `<stem>-<n>` (n counts files per partition), if set.
     name_stem: Option<String>,
     files_per_partition: BTreeMap<(AdvertiserId, i32), u32>,
+    /// Write local files back every this many bytes (see [`PacedFile`]).
+    writeback_chunk: Option<u64>,
 }
 
 impl PartitionedWriter {
@@ -379,6 +410,7 @@ impl PartitionedWriter {
             memory_budget: 64 * 1024 * 1024,
             name_stem: None,
             files_per_partition: BTreeMap::new(),
+            writeback_chunk: None,
         }
     }
 
@@ -399,6 +431,14 @@ impl PartitionedWriter {
     /// default); writers that run side by side share a budget by dividing it.
     pub fn with_memory_budget(mut self, bytes: usize) -> PartitionedWriter {
         self.memory_budget = bytes.max(1024 * 1024);
+        self
+    }
+
+    /// Writes local files back to disk every `bytes` as they are written, rather than all
+    /// at the final fsync, so that other processes' and threads' fsyncs never queue behind a
+    /// whole file (for writers running beside latency-bound ones, like the WAL flusher).
+    pub fn with_paced_writeback(mut self, bytes: u64) -> PartitionedWriter {
+        self.writeback_chunk = Some(bytes.max(64 * 1024));
         self
     }
 
@@ -453,9 +493,9 @@ impl PartitionedWriter {
         let partition = self.table.partition(advertiser.clone(), day_to_date(day));
         let path = match &self.name_stem {
             None => partition.new_file(),
-            Some(stem) => partition
-                .named_file(&format!("{stem}-{nth:04}"))
-                .ok_or_else(|| StoreError::Schema(format!("file name stem `{stem}` must be [A-Za-z0-9_-]")))?,
+            Some(stem) => {
+                partition.named_file(&format!("{stem}-{nth:04}")).ok_or_else(|| StoreError::Schema(format!("file name stem `{stem}` must be [A-Za-z0-9_-]")))?
+            }
         };
         let sink = match self.store.root() {
             DataRoot::Local(root) => {
@@ -464,7 +504,7 @@ impl PartitionedWriter {
                 let temp = dir.join(path.temp_name());
                 let file = File::create(&temp).map_err(|source| StoreError::Io { what: "cannot create", path: temp.clone(), source })?;
                 let final_path = dir.join(path.name());
-                Sink::Local { file, temp, dir, final_path }
+                Sink::Local { file: PacedFile { file, chunk: self.writeback_chunk, dirty: 0 }, temp, dir, final_path }
             }
             DataRoot::Url { .. } => Sink::Memory(Vec::new()),
         };
@@ -476,7 +516,7 @@ impl PartitionedWriter {
     fn close(&mut self, file: OpenFile, advertiser: &AdvertiserId, day: i32) -> Result<(), StoreError> {
         let sink = file.writer.into_inner()?;
         if let Sink::Local { file: f, temp, .. } = &sink {
-            f.sync_all().map_err(|source| StoreError::Io { what: "cannot fsync", path: temp.clone(), source })?;
+            f.file.sync_all().map_err(|source| StoreError::Io { what: "cannot fsync", path: temp.clone(), source })?;
         }
         let written = WrittenFile { path: file.path.path(), advertiser: advertiser.clone(), date: day_to_date(day), rows: file.rows };
         self.done.push((file.path, sink, written));
@@ -513,8 +553,8 @@ impl PartitionedWriter {
         while let Some((path, sink, written)) = pending.next() {
             let result = match sink {
                 Sink::Local { temp, dir, final_path, .. } => {
-                    let renamed = fs::rename(&temp, &final_path)
-                        .map_err(|source| StoreError::Io { what: "cannot rename into place", path: final_path.clone(), source });
+                    let renamed =
+                        fs::rename(&temp, &final_path).map_err(|source| StoreError::Io { what: "cannot rename into place", path: final_path.clone(), source });
                     if renamed.is_err() {
                         let _ = fs::remove_file(&temp);
                     }
@@ -656,13 +696,15 @@ fn gather_ids(ids: &arrow::array::FixedSizeBinaryArray, order: &[u32]) -> arrow:
     for (dst, &i) in out.iter_mut().zip(order) {
         *dst = values[i as usize];
     }
-    let nulls = ids.nulls().map(|n| arrow::buffer::NullBuffer::from(arrow::buffer::BooleanBuffer::collect_bool(order.len(), |k| n.is_valid(order[k] as usize))));
+    let nulls =
+        ids.nulls().map(|n| arrow::buffer::NullBuffer::from(arrow::buffer::BooleanBuffer::collect_bool(order.len(), |k| n.is_valid(order[k] as usize))));
     arrow::array::FixedSizeBinaryArray::new(ID_WIDTH, arrow::buffer::Buffer::from_vec(out.into_flattened()), nulls)
 }
 
 /// Groups row indices by `(advertiser_id, UTC day)`, in partition order.
 fn partition_rows(batch: &RecordBatch, time_column: &str) -> Result<Vec<(PartitionKey, Vec<u32>)>, StoreError> {
-    let adv = batch.column_by_name(ADVERTISER_ID).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| StoreError::Schema("`advertiser_id` must be Utf8".into()))?;
+    let adv =
+        batch.column_by_name(ADVERTISER_ID).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| StoreError::Schema("`advertiser_id` must be Utf8".into()))?;
     let time_col = batch.column_by_name(time_column).ok_or_else(|| StoreError::Schema("partition time column missing".into()))?;
     if adv.null_count() > 0 || time_col.null_count() > 0 {
         return Err(StoreError::Schema("partition columns must not be null".into()));
@@ -786,10 +828,7 @@ mod tests {
                 (p.key.advertiser.as_str().to_owned(), p.key.day, spend.values().to_vec())
             })
             .collect();
-        assert_eq!(
-            got,
-            [("acme".to_owned(), 1, vec![3.0, 6.0]), ("acme".to_owned(), 3, vec![1.0, 4.0]), ("beta".to_owned(), 3, vec![2.0, 5.0])]
-        );
+        assert_eq!(got, [("acme".to_owned(), 1, vec![3.0, 6.0]), ("acme".to_owned(), 3, vec![1.0, 4.0]), ("beta".to_owned(), 3, vec![2.0, 5.0])]);
         for p in &parts {
             assert!(p.rows.column_by_name(ADVERTISER_ID).is_none(), "parts are in the file schema");
             assert!(p.key.shard(2) < 2);
@@ -801,11 +840,8 @@ mod tests {
 
     #[test]
     fn id_gather_equals_arrow_take() {
-        let ids = arrow::array::FixedSizeBinaryArray::try_from_sparse_iter_with_size(
-            (0u8..10).map(|i| (i % 3 != 0).then(|| [i; ID_WIDTH as usize])),
-            ID_WIDTH,
-        )
-        .unwrap();
+        let ids = arrow::array::FixedSizeBinaryArray::try_from_sparse_iter_with_size((0u8..10).map(|i| (i % 3 != 0).then(|| [i; ID_WIDTH as usize])), ID_WIDTH)
+            .unwrap();
         let sliced = ids.slice(2, 7);
         let order = arrow::array::UInt32Array::from(vec![6, 0, 3, 3, 1, 5]);
         let ours = gather_ids(&sliced, order.values());
@@ -858,10 +894,27 @@ mod tests {
         let (batches, kv) = read_parquet_file(&dir.path().join(acme.path.as_ref())).unwrap();
         assert_eq!(kv["tally.key_id"], "k1");
         assert_eq!(kv["tally.schema_version"], SCHEMA_VERSION);
-        let spend: Vec<f64> = batches.iter().flat_map(|b| b.column_by_name("spend").unwrap().as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()).collect();
+        let spend: Vec<f64> =
+            batches.iter().flat_map(|b| b.column_by_name("spend").unwrap().as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()).collect();
         assert_eq!(spend, [1.0, 4.0]);
         assert!(batches[0].column_by_name("advertiser_id").is_none(), "partition columns live in the path only");
         assert_eq!(store.list_files("spend").await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn paced_writeback_writes_the_same_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let rows: Vec<(&str, i32, f64)> = (0..60_000).map(|i| ("acme", 20_000, f64::from(i) * 1.000_1)).collect();
+        let mut w = store.writer(Table::Spend, &stamp()).with_paced_writeback(64 * 1024);
+        w.write(&spend_batch(&rows)).unwrap();
+        let written = w.finish().await.unwrap();
+        let path = dir.path().join(written[0].path.as_ref());
+        assert!(fs::metadata(&path).unwrap().len() > 3 * 64 * 1024, "the file spans several write-back chunks");
+        let (batches, _) = read_parquet_file(&path).unwrap();
+        let spend: Vec<f64> =
+            batches.iter().flat_map(|b| b.column_by_name("spend").unwrap().as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()).collect();
+        assert_eq!(spend, rows.iter().map(|r| r.2).collect::<Vec<_>>());
     }
 
     #[tokio::test]
@@ -900,7 +953,22 @@ mod tests {
             let s = |v: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef;
             let f = || Arc::new(Float64Array::from(vec![1.0; n])) as ArrayRef;
             let t = TimestampMicrosecondArray::from_iter_values(days.iter().map(|d| (20_000 + d) * MICROS_PER_DAY)).with_timezone("UTC");
-            let cols = vec![s("acme"), s("k"), s("Purchase"), Arc::new(t) as ArrayRef, s("linear"), s("deterministic"), s("em"), s("t1"), s("meta"), s("c1"), f(), f(), f(), f()];
+            let cols = vec![
+                s("acme"),
+                s("k"),
+                s("Purchase"),
+                Arc::new(t) as ArrayRef,
+                s("linear"),
+                s("deterministic"),
+                s("em"),
+                s("t1"),
+                s("meta"),
+                s("c1"),
+                f(),
+                f(),
+                f(),
+                f(),
+            ];
             RecordBatch::try_new(table.schema(), cols).unwrap()
         };
         let d = |n: i64| day_to_date(20_000 + n as i32);

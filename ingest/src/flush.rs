@@ -2,9 +2,10 @@
 //!
 //! A segment's rows are written through the store's partitioned writer under file names
 //! derived from the node and the segment (`wal-<node>-<seq>-<n>.parquet`); only after those
-//! files are fsynced and renamed into place is the segment deleted. A crash anywhere in
-//! between replays the segment on the next start and writes the *same* file names again, so
-//! each acknowledged row lands in the store exactly once. When the store cannot take the
+//! files are fsynced and renamed into place is the segment retired (kept as a spare for the
+//! log to write over, or deleted). A crash anywhere in between replays the segment on the next
+//! start and writes the *same* file names again, so each acknowledged row lands in the store
+//! exactly once. When the store cannot take the
 //! files (disk full, a failing object store), the segment stays and is retried with backoff;
 //! nothing acknowledged is lost, and ingestion keeps going as long as the WAL can write.
 
@@ -38,11 +39,15 @@ pub struct FlushStats {
     pub micros: AtomicU64,
 }
 
-/// Writes one sealed segment to the store and deletes it; returns the rows written.
+/// Parquet files are written back to disk in pieces this large while they are written, so the
+/// WAL's `fdatasync` — which acknowledgements wait on — never queues behind a whole file.
+const WRITEBACK_CHUNK: u64 = 1024 * 1024;
+
+/// Writes one sealed segment to the store and retires it; returns the rows written.
 pub async fn flush_segment(store: &Store, key_id: &str, node: &str, segment: &Segment, stats: &FlushStats) -> Result<u64, StoreError> {
     let io = |source| StoreError::Io { what: "cannot read WAL segment", path: segment.path.clone(), source };
     let started = std::time::Instant::now();
-    let replay = wal::replay(&segment.path).map_err(io)?;
+    let replay = wal::replay(segment).map_err(io)?;
     if replay.torn_bytes > 0 {
         tracing::warn!(segment = %segment.path.display(), torn_bytes = replay.torn_bytes, "dropping a torn WAL tail (never acknowledged)");
         stats.torn_bytes.fetch_add(replay.torn_bytes, Ordering::Relaxed);
@@ -53,7 +58,8 @@ pub async fn flush_segment(store: &Store, key_id: &str, node: &str, segment: &Se
     }
     let mut rows = 0u64;
     for (table, batches) in by_table {
-        let mut writer = store.writer(table, &store.stamp(key_id)).with_name_stem(format!("wal-{node}-{:012}", segment.seq));
+        let mut writer =
+            store.writer(table, &store.stamp(key_id)).with_name_stem(format!("wal-{node}-{:012}", segment.seq)).with_paced_writeback(WRITEBACK_CHUNK);
         for b in &batches {
             writer.write(b)?;
             rows += b.num_rows() as u64;
@@ -61,10 +67,7 @@ pub async fn flush_segment(store: &Store, key_id: &str, node: &str, segment: &Se
         let files = writer.finish().await?;
         stats.files.fetch_add(files.len() as u64, Ordering::Relaxed);
     }
-    std::fs::remove_file(&segment.path).map_err(io)?;
-    if let Some(dir) = segment.path.parent() {
-        tally_core::keystore::sync_dir(dir).map_err(io)?;
-    }
+    wal::retire(segment).map_err(io)?;
     stats.segments.fetch_add(1, Ordering::Relaxed);
     stats.rows.fetch_add(rows, Ordering::Relaxed);
     stats.micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

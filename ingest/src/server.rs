@@ -132,6 +132,8 @@ impl Keys {
 
 struct AppState {
     store: Store,
+    /// The write-ahead log's directory.
+    wal_dir: PathBuf,
     keys: Keys,
     pseudonymizer: Pseudonymizer,
     wal: Wal,
@@ -158,7 +160,8 @@ impl Server {
         let state_dir = store.root().state_dir().ok_or_else(|| ServeError::Io("the server needs a local data directory for its write-ahead log".into()))?;
         let node = node_id(&state_dir).map_err(io)?;
         let (sealed_tx, sealed_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (wal, pending) = Wal::open(&state_dir.join("wal"), config.wal, sealed_tx).map_err(io)?;
+        let wal_dir = state_dir.join("wal");
+        let (wal, pending) = Wal::open(&wal_dir, config.wal, sealed_tx).map_err(io)?;
         if !pending.is_empty() {
             tracing::info!(segments = pending.len(), "replaying write-ahead log segments left by the previous run");
         }
@@ -168,6 +171,7 @@ impl Server {
         let modified = std::fs::metadata(&keystore).and_then(|m| m.modified()).ok();
         let state = Arc::new(AppState {
             store,
+            wal_dir,
             keys: Keys { path: keystore, loaded: RwLock::new((Arc::new(keys), modified)) },
             pseudonymizer,
             wal,
@@ -191,6 +195,7 @@ impl Server {
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::Io(e.to_string()))?;
         let _ = self.state.wal.seal().await;
         let backlog = self.state.flush.clone();
+        let wal_dir = self.state.wal_dir.clone();
         // Dropping the last WAL handle ends its writer, which closes the flusher's queue.
         drop(self.state);
         // The rows are already durable in the WAL: if the store cannot take them now, stop
@@ -201,6 +206,8 @@ impl Server {
                 "stopped with {left} write-ahead log segment(s) not yet in Parquet (the store refused them); they are safe and will be flushed at the next start"
             )));
         }
+        // Everything is in Parquet: the spare segments kept for reuse can go.
+        crate::wal::remove_spares(&wal_dir).map_err(|e| ServeError::Io(e.to_string()))?;
         Ok(())
     }
 }

@@ -5,18 +5,28 @@
 //! acknowledged once that segment is fsynced. One writer thread does group commit: it takes
 //! every append queued since its last sync, writes them all, calls `fdatasync` once, and then
 //! answers every one of them. A segment is sealed when it is large or old enough, and the
-//! flusher ([`crate::flush`]) turns it into Parquet and deletes it.
+//! flusher ([`crate::flush`]) turns it into Parquet and retires it.
 //!
 //! Segment file `wal-<seq>.log` is a sequence of frames:
-//! `magic "TWAL" | payload length u32 LE | CRC32 of payload u32 LE | payload`, where the payload
-//! is one byte naming the table followed by an Arrow IPC stream of the rows. A crash can leave
-//! a torn last frame (short, or failing its CRC); it was never acknowledged, and replay stops
-//! there. A failed write or sync (disk full) is answered with an error and the segment is cut
-//! back to its last good frame, so the log never holds a half-written frame that a later
+//! `magic "TWA2" | segment seq u64 LE | payload length u32 LE | CRC32 of payload u32 LE | payload`,
+//! where the payload is one byte naming the table followed by an Arrow IPC stream of the rows.
+//! A crash can leave a torn last frame (short, or failing its CRC); it was never acknowledged,
+//! and replay stops there. A failed write or sync (disk full) is answered with an error and the
+//! next frame is written over it, so the log never holds a half-written frame that a later
 //! frame follows.
+//!
+//! **Recycled segments.** A retired segment is not deleted but renamed `spare-<n>.log` (up to
+//! [`MAX_SPARES`]), and the next segment is written *over* a spare, in place. Two costs of a
+//! fresh, growing file go away on every acknowledgement: its `fdatasync` no longer has to
+//! commit the file system's journal (the file's size and blocks do not change), so it does not
+//! wait behind the flusher's Parquet metadata; and deleting 64 MB no longer frees blocks, which
+//! on a file system mounted with `discard` (as here) stalls journal commits while the device
+//! trims them. The old frames left in a spare carry the seq of the segment they belonged to,
+//! so replay stops at the first of them: they can never be mistaken for the new segment's.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -25,8 +35,10 @@ use arrow::array::RecordBatch;
 use tally_core::schema::Table;
 use tokio::sync::oneshot;
 
-const MAGIC: &[u8; 4] = b"TWAL";
-const HEADER: usize = 12;
+const MAGIC: &[u8; 4] = b"TWA2";
+const HEADER: usize = 20;
+/// Retired segments kept for reuse; more are deleted.
+pub const MAX_SPARES: usize = 2;
 
 /// WAL failures.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -64,8 +76,15 @@ pub struct Segment {
 }
 
 enum Command {
-    Append { frame: Vec<u8>, ack: oneshot::Sender<Result<(), WalError>> },
-    Seal { ack: oneshot::Sender<()> },
+    /// `frame` is a payload behind [`HEADER`] zero bytes, which the writer fills in (the
+    /// header names the segment the frame lands in, known only there).
+    Append {
+        frame: Vec<u8>,
+        ack: oneshot::Sender<Result<(), WalError>>,
+    },
+    Seal {
+        ack: oneshot::Sender<()>,
+    },
 }
 
 /// A handle to the log's writer thread; cheap to clone.
@@ -83,7 +102,7 @@ impl Wal {
         let existing = list_segments(dir)?;
         let next_seq = existing.last().map_or(1, |s| s.seq + 1);
         let (tx, rx) = mpsc::channel();
-        let writer = Writer { dir: dir.to_path_buf(), config, seq: next_seq, file: None, len: 0, opened_at: None, sealed };
+        let writer = Writer { dir: dir.to_path_buf(), config, seq: next_seq, file: None, len: 0, capacity: 0, opened_at: None, sealed };
         std::thread::Builder::new().name("tally-wal".into()).spawn(move || writer.run(rx))?;
         Ok((Wal { commands: tx }, existing))
     }
@@ -91,7 +110,7 @@ impl Wal {
     /// Appends `batch` (rows of `table`, already pseudonymized) and resolves once it is on
     /// disk — fsynced — together with every other append of the same group.
     pub async fn append(&self, table: Table, batch: &RecordBatch) -> Result<(), WalError> {
-        let frame = encode_frame(table, batch).map_err(|e| WalError::Unavailable(e.to_string()))?;
+        let frame = encode_payload(table, batch).map_err(|e| WalError::Unavailable(e.to_string()))?;
         let (ack, done) = oneshot::channel();
         self.commands.send(Command::Append { frame, ack }).map_err(|_| WalError::Closed)?;
         done.await.map_err(|_| WalError::Closed)?
@@ -110,7 +129,10 @@ struct Writer {
     config: WalConfig,
     seq: u64,
     file: Option<File>,
+    /// Bytes of intact frames in the current segment: where the next frame goes.
     len: u64,
+    /// The current segment's size when it was opened (a spare's old length; 0 for a new file).
+    capacity: u64,
     opened_at: Option<Instant>,
     sealed: tokio::sync::mpsc::UnboundedSender<Segment>,
 }
@@ -138,7 +160,10 @@ impl Writer {
             let mut seals = Vec::new();
             for command in std::iter::once(first).chain(std::iter::from_fn(|| commands.try_recv().ok())) {
                 match command {
-                    Command::Append { frame, ack } => group.push((frame, ack)),
+                    Command::Append { mut frame, ack } => {
+                        seal_frame(&mut frame, self.seq);
+                        group.push((frame, ack));
+                    }
                     Command::Seal { ack } => seals.push(ack),
                 }
                 if group.len() >= 4096 {
@@ -168,11 +193,10 @@ impl Writer {
     fn write_group<'a>(&mut self, frames: impl Iterator<Item = &'a [u8]>) -> Result<(), WalError> {
         let unavailable = |e: std::io::Error| WalError::Unavailable(e.to_string());
         if self.file.is_none() {
-            let path = segment_path(&self.dir, self.seq);
-            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(unavailable)?;
-            tally_core::keystore::sync_dir(&self.dir).map_err(unavailable)?;
+            let (file, capacity) = self.open_segment().map_err(unavailable)?;
             self.file = Some(file);
             self.len = 0;
+            self.capacity = capacity;
             self.opened_at = Some(Instant::now());
         }
         let file = self.file.as_mut().expect("opened above");
@@ -180,22 +204,38 @@ impl Writer {
         for f in frames {
             buf.extend_from_slice(f);
         }
-        let result = file.write_all(&buf).and_then(|()| file.sync_data());
+        // Frames go at `len`, over a spare's old bytes or past the end of a new file; a failed
+        // write leaves at most a partial frame there, which the next write covers.
+        let result = file.write_all_at(&buf, self.len).and_then(|()| file.sync_data());
         match result {
             Ok(()) => {
                 self.len += buf.len() as u64;
                 Ok(())
             }
             Err(e) => {
-                // Cut the segment back to its last good frame; if even that fails, start a new
-                // segment so nothing is ever appended after a partial frame.
-                if file.set_len(self.len).and_then(|()| file.sync_data()).is_err() {
-                    self.file = None;
-                    self.seq += 1;
-                }
+                // Give back what a failed write grew the file by (a full disk wants it).
+                let _ = file.set_len(self.len.max(self.capacity));
                 Err(unavailable(e))
             }
         }
+    }
+
+    /// Opens segment `seq`: a spare renamed to it, or else a new file. Returns the file and its
+    /// size (the bytes that can be overwritten without growing it).
+    fn open_segment(&mut self) -> std::io::Result<(File, u64)> {
+        let path = segment_path(&self.dir, self.seq);
+        if let Some(spare) = list_spares(&self.dir)?.into_iter().next()
+            && fs::rename(&spare, &path).is_ok()
+        {
+            tally_core::keystore::sync_dir(&self.dir)?;
+            let file = OpenOptions::new().write(true).open(&path)?;
+            let capacity = file.metadata()?.len();
+            return Ok((file, capacity));
+        }
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        tally_core::keystore::sync_dir(&self.dir)?;
+        let capacity = file.metadata()?.len();
+        Ok((file, capacity))
     }
 
     fn seal(&mut self) {
@@ -204,6 +244,7 @@ impl Writer {
             let segment = Segment { seq: self.seq, path: segment_path(&self.dir, self.seq) };
             self.seq += 1;
             self.len = 0;
+            self.capacity = 0;
             self.opened_at = None;
             let _ = self.sealed.send(segment);
         }
@@ -214,15 +255,44 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("wal-{seq:020}.log"))
 }
 
+/// Retires a flushed segment: kept as a spare for the writer to reuse, or deleted when there
+/// are [`MAX_SPARES`] already. Either way its name no longer says "replay me", durably.
+pub fn retire(segment: &Segment) -> std::io::Result<()> {
+    let dir = segment.path.parent().unwrap_or(Path::new("."));
+    if list_spares(dir)?.len() < MAX_SPARES {
+        fs::rename(&segment.path, dir.join(format!("spare-{:020}.log", segment.seq)))?;
+    } else {
+        fs::remove_file(&segment.path)?;
+    }
+    tally_core::keystore::sync_dir(dir)
+}
+
+/// Deletes the spares in `dir` (at a clean shutdown: a stopped server leaves no log behind).
+pub fn remove_spares(dir: &Path) -> std::io::Result<()> {
+    for spare in list_spares(dir)? {
+        fs::remove_file(spare)?;
+    }
+    Ok(())
+}
+
+fn list_spares(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("spare-") && n.ends_with(".log")) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Segments in `dir`, oldest first.
 pub fn list_segments(dir: &Path) -> std::io::Result<Vec<Segment>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let seq = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("wal-")?.strip_suffix(".log")?.parse::<u64>().ok());
+        let seq = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("wal-")?.strip_suffix(".log")?.parse::<u64>().ok());
         if let Some(seq) = seq {
             out.push(Segment { seq, path });
         }
@@ -244,18 +314,25 @@ fn tag_table(tag: u8) -> Option<Table> {
     Table::BASE.into_iter().find(|t| table_tag(*t) == tag)
 }
 
-fn encode_frame(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
-    let mut payload = vec![table_tag(table)];
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut payload, &batch.schema())?;
+/// The frame of `batch` with its header left blank: [`seal_frame`] fills it in.
+fn encode_payload(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let mut frame = vec![0; HEADER];
+    frame.push(table_tag(table));
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut frame, &batch.schema())?;
     w.write(batch)?;
     w.finish()?;
     drop(w);
-    let mut frame = Vec::with_capacity(HEADER + payload.len());
-    frame.extend_from_slice(MAGIC);
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
     Ok(frame)
+}
+
+/// Writes the header of a frame from [`encode_payload`] for segment `seq`.
+fn seal_frame(frame: &mut [u8], seq: u64) {
+    let (header, payload) = frame.split_at_mut(HEADER);
+    let crc = crc32fast::hash(payload);
+    header[..4].copy_from_slice(MAGIC);
+    header[4..12].copy_from_slice(&seq.to_le_bytes());
+    header[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[16..20].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// What replaying a segment found.
@@ -263,35 +340,56 @@ fn encode_frame(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, arrow::err
 pub struct Replay {
     /// The intact frames' rows, in order.
     pub batches: Vec<(Table, RecordBatch)>,
-    /// Bytes after the last intact frame (a torn tail from a crash mid-write), dropped.
+    /// Bytes of a frame of this segment that was being written when the process died (torn
+    /// or failing its CRC; never acknowledged), dropped. Old bytes of a recycled file beyond
+    /// it are not counted.
     pub torn_bytes: u64,
 }
 
-/// Reads a segment's intact frames; stops at the first short or corrupt frame.
-pub fn replay(path: &Path) -> std::io::Result<Replay> {
+/// Reads a segment's intact frames; stops at the first short or corrupt frame, or at the
+/// first that belongs to another segment (the old contents of a recycled file).
+pub fn replay(segment: &Segment) -> std::io::Result<Replay> {
     let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
+    File::open(&segment.path)?.read_to_end(&mut bytes)?;
     let mut batches = Vec::new();
     let mut at = 0usize;
-    while bytes.len() - at >= HEADER {
-        let header = &bytes[at..at + HEADER];
-        if &header[..4] != MAGIC {
+    let mut torn_bytes = 0;
+    while at < bytes.len() {
+        let header = &bytes[at..bytes.len().min(at + HEADER)];
+        let ours = header.len() >= 12 && &header[..4] == MAGIC && header[4..12] == segment.seq.to_le_bytes();
+        if !ours {
+            // Zeros, a spare's old frames, or a header cut short by a crash.
+            if header.len() < 12 && MAGIC.starts_with(&header[..header.len().min(4)]) {
+                torn_bytes = header.len() as u64;
+            }
             break;
         }
-        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else { break };
-        if crc32fast::hash(payload) != crc || payload.is_empty() {
+        let frame = decode_frame(&bytes[at..]);
+        let Some((table, decoded, len)) = frame else {
+            let declared = header.get(12..16).map_or(0, |l| u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize);
+            torn_bytes = (HEADER + declared).min(bytes.len() - at) as u64;
             break;
-        }
-        let Some(table) = tag_table(payload[0]) else { break };
-        let Ok(reader) = arrow_ipc::reader::StreamReader::try_new(&payload[1..], None) else { break };
-        let decoded: Result<Vec<RecordBatch>, _> = reader.collect();
-        let Ok(decoded) = decoded else { break };
+        };
         batches.extend(decoded.into_iter().map(|b| (table, b)));
         at += HEADER + len;
     }
-    Ok(Replay { batches, torn_bytes: (bytes.len() - at) as u64 })
+    Ok(Replay { batches, torn_bytes })
+}
+
+/// One frame at the start of `bytes` (its header already checked to be this segment's): the
+/// table, the rows and the payload length, or `None` if it is short or corrupt.
+fn decode_frame(bytes: &[u8]) -> Option<(Table, Vec<RecordBatch>, usize)> {
+    let header = bytes.get(..HEADER)?;
+    let len = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
+    let payload = bytes.get(HEADER..HEADER + len)?;
+    if crc32fast::hash(payload) != crc || payload.is_empty() {
+        return None;
+    }
+    let table = tag_table(payload[0])?;
+    let reader = arrow_ipc::reader::StreamReader::try_new(&payload[1..], None).ok()?;
+    let decoded: Result<Vec<RecordBatch>, _> = reader.collect();
+    Some((table, decoded.ok()?, len))
 }
 
 #[cfg(test)]
@@ -321,19 +419,64 @@ mod tests {
         let (tx, mut sealed) = tokio::sync::mpsc::unbounded_channel();
         let (wal, existing) = Wal::open(dir.path(), WalConfig::default(), tx).unwrap();
         assert!(existing.is_empty());
-        let appends: Vec<_> = (1..=20).map(|n| {
-            let wal = wal.clone();
-            tokio::spawn(async move { wal.append(Table::Baseline, &baseline(n)).await })
-        }).collect();
+        let appends: Vec<_> = (1..=20)
+            .map(|n| {
+                let wal = wal.clone();
+                tokio::spawn(async move { wal.append(Table::Baseline, &baseline(n)).await })
+            })
+            .collect();
         for a in appends {
             a.await.unwrap().unwrap();
         }
         wal.seal().await.unwrap();
         let segment = sealed.recv().await.unwrap();
-        let r = replay(&segment.path).unwrap();
+        let r = replay(&segment).unwrap();
         assert_eq!(r.torn_bytes, 0);
         assert_eq!(r.batches.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), (1..=20).sum::<usize>());
         assert!(r.batches.iter().all(|(t, b)| *t == Table::Baseline && b.schema() == Table::Baseline.schema()));
+    }
+
+    #[tokio::test]
+    async fn a_recycled_segment_replays_only_its_own_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut sealed) = tokio::sync::mpsc::unbounded_channel();
+        let (wal, _) = Wal::open(dir.path(), WalConfig::default(), tx).unwrap();
+        for n in [50, 60, 70] {
+            wal.append(Table::Baseline, &baseline(n)).await.unwrap();
+        }
+        wal.seal().await.unwrap();
+        let first = sealed.recv().await.unwrap();
+        let old_len = fs::metadata(&first.path).unwrap().len();
+        retire(&first).unwrap();
+        assert!(list_segments(dir.path()).unwrap().is_empty(), "a retired segment is never replayed");
+        assert_eq!(list_spares(dir.path()).unwrap().len(), 1);
+
+        // The next segment is written over the spare: smaller, so old frames follow it.
+        wal.append(Table::Baseline, &baseline(2)).await.unwrap();
+        let second = list_segments(dir.path()).unwrap().pop().unwrap();
+        assert_eq!(second.seq, first.seq + 1);
+        assert!(list_spares(dir.path()).unwrap().is_empty(), "the spare was taken");
+        assert_eq!(fs::metadata(&second.path).unwrap().len(), old_len, "written in place, not grown");
+        let r = replay(&second).unwrap();
+        assert_eq!(r.batches.iter().map(|(_, b)| b.num_rows()).collect::<Vec<_>>(), [2]);
+        assert_eq!(r.torn_bytes, 0, "the old frames are not a torn tail");
+
+        // A crash right after the spare was renamed, before any frame: nothing to replay.
+        fs::rename(&second.path, dir.path().join("spare-00000000000000000009.log")).unwrap();
+        let renamed = Segment { seq: 10, path: segment_path(dir.path(), 10) };
+        fs::rename(dir.path().join("spare-00000000000000000009.log"), &renamed.path).unwrap();
+        assert!(replay(&renamed).unwrap().batches.is_empty());
+
+        // Spares beyond MAX_SPARES are deleted; a clean stop removes the rest.
+        let spare_count = || list_spares(dir.path()).unwrap().len();
+        for seq in 20..20 + MAX_SPARES as u64 + 2 {
+            let s = Segment { seq, path: segment_path(dir.path(), seq) };
+            fs::write(&s.path, b"x").unwrap();
+            retire(&s).unwrap();
+        }
+        assert_eq!(spare_count(), MAX_SPARES);
+        remove_spares(dir.path()).unwrap();
+        assert_eq!(spare_count(), 0);
     }
 
     #[tokio::test]
@@ -344,13 +487,14 @@ mod tests {
         wal.append(Table::Baseline, &baseline(3)).await.unwrap();
         wal.append(Table::Baseline, &baseline(4)).await.unwrap();
         drop(wal);
-        let path = list_segments(dir.path()).unwrap()[0].path.clone();
+        let segment = list_segments(dir.path()).unwrap()[0].clone();
+        let path = segment.path.clone();
         let full = fs::read(&path).unwrap();
         // Every possible crash point inside the second frame: the first survives, nothing else.
-        let first_len = HEADER + u32::from_le_bytes(full[4..8].try_into().unwrap()) as usize;
+        let first_len = HEADER + u32::from_le_bytes(full[12..16].try_into().unwrap()) as usize;
         for cut in [first_len + 1, first_len + HEADER, full.len() - 1] {
             fs::write(&path, &full[..cut]).unwrap();
-            let r = replay(&path).unwrap();
+            let r = replay(&segment).unwrap();
             assert_eq!(r.batches.iter().map(|(_, b)| b.num_rows()).sum::<usize>(), 3, "cut at {cut}");
             assert_eq!(r.torn_bytes as usize, cut - first_len);
         }
@@ -358,7 +502,7 @@ mod tests {
         let mut bad = full.clone();
         *bad.last_mut().unwrap() ^= 1;
         fs::write(&path, &bad).unwrap();
-        assert_eq!(replay(&path).unwrap().batches.len(), 1);
+        assert_eq!(replay(&segment).unwrap().batches.len(), 1);
         // Reopening hands the old segment over and writes to a new one.
         let (tx, _s) = tokio::sync::mpsc::unbounded_channel();
         let (wal, existing) = Wal::open(dir.path(), WalConfig::default(), tx).unwrap();
