@@ -428,6 +428,7 @@ impl World {
     /// carrying person identifiers, the share `φ` no person identifier matched (shrunk towards
     /// the pooled share with `FAIL_PRIOR` pseudo-conversions). For every matched conversion of
     /// `c` without a click id, `φ / (1 − φ)` like it went unmatched.
+    #[allow(clippy::needless_range_loop)] // parallel arrays indexed by campaign and day
     fn rates(&self, w: &[f64]) -> Rates {
         let width = self.width();
         let n = self.campaigns.len();
