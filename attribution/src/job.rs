@@ -202,6 +202,15 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
         let (ta, tb) = (&touches[a.1 as usize], &touches[b.1 as usize]);
         a.0.cmp(&b.0).then(ta.time.cmp(&tb.time)).then_with(|| ta.touch_id.cmp(&tb.touch_id)).then(a.2.cmp(&b.2))
     });
+    // Whether a conversion shares a person identifier with any touch of its path (before the
+    // dedup below keeps only each touch's strongest key): the probabilistic step measures the
+    // identity-match failure rate on click-id matches by it.
+    let mut id_matched = vec![false; convs.num_rows()];
+    for &(c, _, k) in &pairs {
+        if k != MatchKey::ClickId as u8 {
+            id_matched[c as usize] = true;
+        }
+    }
     // One entry per (conversion, touch_id): the first, i.e. the strongest key.
     pairs.dedup_by(|b, a| a.0 == b.0 && touches[a.1 as usize].touch_id == touches[b.1 as usize].touch_id);
     let mut offsets = vec![0u32; convs.num_rows() + 1];
@@ -309,7 +318,9 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
                     campaign: campaigns.names[t.campaign as usize].clone(),
                     click: t.click,
                     touch_day: t.time.div_euclid(DAY) as i32,
+                    touch_time: t.time,
                     by_click: p.iter().map(|x| x.2).min() == Some(MatchKey::ClickId as u8),
+                    id_matched: id_matched[c],
                 })
             })
             .collect();

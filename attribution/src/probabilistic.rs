@@ -16,10 +16,16 @@
 //!    *identified* touch (a touch carrying a hashed email, phone or customer id — the only
 //!    kind a conversion can match by identity).
 //! 3. The unmatched conversions that carry identifiers are, per cell, Poisson with mean
-//!    `θ₀·population + γ·Σ ρ·touches + δ·Σ ρ·(touches − identified touches)`: an organic rate,
-//!    the campaigns' conversions that failed to match although their touches were identified,
-//!    and those that could not match because the touches had lost their identifiers (the
-//!    separation's signature). θ₀, γ, δ ≥ 0 are fitted by maximum likelihood (EM).
+//!    `θ₀·population + Σ φ·identified touches + δ·Σ ρ*·(touches − identified touches)`: an
+//!    organic rate, the campaigns' conversions that failed to match although their touches
+//!    were identified, and those that could not match because the touches had lost their
+//!    identifiers (the separation's signature). θ₀, δ ≥ 0 are fitted by maximum likelihood
+//!    (EM). The failed-match rate φ is measured, not fitted: among click-id matches (whose cause
+//!    is known) carrying person identifiers, the share no person identifier matched, applied
+//!    to the campaign's matched conversions without a click id. ρ* is ρ without the
+//!    coincidental matches: per touch type, the lags (hours) of matched conversions without a
+//!    click id are an exponential (caused) plus uniform (coincidental: the person converted
+//!    for another reason while the touch was the latest) mixture, fitted by EM.
 //!    An unmatched conversion's credit to campaign `c` is `c`'s share of its cell's mean; the
 //!    organic share is the rest, so the credits sum to at most 1.
 //! 4. Unmatched conversions with no identifier at all could never have matched, whatever
@@ -44,14 +50,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Date32Type, Float64Type, TimestampMicrosecondType};
-use futures::StreamExt;
 use chrono::{Duration, NaiveDate};
 use datafusion::prelude::{SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use tally_core::schema::Table;
 
 use crate::error::Result;
-use crate::options::DAY;
+use crate::options::{DAY, HOUR};
 
 /// Bootstrap replicates behind every interval.
 const REPLICATES: usize = 200;
@@ -67,8 +73,12 @@ pub(crate) struct MatchedTouchInfo {
     pub(crate) click: bool,
     /// UTC day (days since the epoch) of the `last_touch` touch.
     pub(crate) touch_day: i32,
+    /// Time of the `last_touch` touch (µs).
+    pub(crate) touch_time: i64,
     /// The conversion's strongest match key is its click id.
     pub(crate) by_click: bool,
+    /// Some touch of its path shares a person identifier (em, ph, external_id) with it.
+    pub(crate) id_matched: bool,
 }
 
 /// The knobs of the step.
@@ -151,7 +161,7 @@ pub struct ProbabilisticSummary {
     pub wape: Option<f64>,
     /// Share of the holdout's campaigns whose 90% interval covers the actual count.
     pub coverage: Option<f64>,
-    /// Fitted organic rate, failed-match rate and lost-identifier rate per advertiser.
+    /// Fitted organic rate, failed-match coefficient (1: measured, not fitted) and lost-identifier rate per advertiser.
     pub fitted: BTreeMap<String, [f64; 3]>,
 }
 
@@ -214,10 +224,13 @@ async fn read_activity(ctx: &SessionContext, p: &Params) -> Result<(Vec<Activity
     type Key = (String, i32, String, String, String, String, bool, bool);
     let mut counts: HashMap<Key, f64> = HashMap::new();
     let mut people: HashMap<(String, String, String), std::collections::HashSet<u64>> = HashMap::new();
-    let utf8 = |c: &arrow::array::ArrayRef| -> Result<arrow::array::StringArray> { Ok(arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?.as_string::<i32>().clone()) };
+    let utf8 = |c: &arrow::array::ArrayRef| -> Result<arrow::array::StringArray> {
+        Ok(arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)?.as_string::<i32>().clone())
+    };
     while let Some(b) = stream.next().await {
         let b = b?;
-        let (adv, geo, os, ch, camp, ty) = (utf8(b.column(0))?, utf8(b.column(2))?, utf8(b.column(3))?, utf8(b.column(4))?, utf8(b.column(5))?, utf8(b.column(6))?);
+        let (adv, geo, os, ch, camp, ty) =
+            (utf8(b.column(0))?, utf8(b.column(2))?, utf8(b.column(3))?, utf8(b.column(4))?, utf8(b.column(5))?, utf8(b.column(6))?);
         let date = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Date32)?;
         let date = date.as_primitive::<Date32Type>();
         let (em, ph, ext) = (b.column(7), b.column(8), b.column(9));
@@ -233,11 +246,16 @@ async fn read_activity(ctx: &SessionContext, p: &Params) -> Result<(Vec<Activity
             *counts.entry(key).or_default() += 1.0;
         }
     }
+    // Sorted, so campaigns get the same indexes and sums the same order on every run (a hash
+    // map's order differs between processes).
+    let mut counts: Vec<(Key, f64)> = counts.into_iter().collect();
+    counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let rows = counts
         .into_iter()
         .map(|((adv, day, geo, os, channel, campaign, click, identified), n)| ActivityRow { adv, day, geo, os, channel, campaign, click, identified, n })
         .collect();
-    let pop = people.into_iter().map(|((a, g, o), set)| (a, g, o, set.len() as f64)).collect();
+    let mut pop: Vec<(String, String, String, f64)> = people.into_iter().map(|((a, g, o), set)| (a, g, o, set.len() as f64)).collect();
+    pop.sort_unstable_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
     Ok((rows, pop))
 }
 
@@ -307,7 +325,89 @@ struct World {
     unmatched_b_nc: Vec<f64>,
     /// Per cell × campaign: holdout conversions by their deterministic campaign.
     holdout: Vec<f64>,
+    /// Per day × campaign: matched (non-holdout) conversions carrying person identifiers whose
+    /// path has a click-id match, and those of them no person identifier matched — without
+    /// their click id they would have been unmatched.
+    click_matched: Vec<f64>,
+    click_failed: Vec<f64>,
+    /// Per cell × (campaign, type): the expected number of the matched (non-holdout)
+    /// conversions that are coincidental — the person converted for another reason while the
+    /// touch happened to be the latest in the window (see [`coincidence`]).
+    coincidental: Vec<f64>,
 }
+
+/// Per matched conversion without a click id `(campaign, lag in hours)`, of one touch type
+/// with lookback `window` hours: the probability that the match is coincidental.
+///
+/// A conversion a touch caused follows it closely: its lag is taken to be exponential
+/// (truncated to the window) with a rate shared by all campaigns of the touch type. A
+/// conversion that happened for another reason — organic, or caused by something that left no
+/// matchable touch — falls anywhere in the window the touch keeps open, so its lag is
+/// uniform. A two-component mixture fitted by EM (per campaign its own causal share, shrunk to
+/// the pooled share) separates the two; each conversion's coincidental probability is its
+/// posterior under the uniform component. Click-id matches are causal and not part of it.
+fn coincidence(lags: &[(usize, f64)], campaigns: usize, window: f64) -> Vec<f64> {
+    const PRIOR: f64 = 20.0;
+    if lags.is_empty() || window <= 0.0 {
+        return vec![0.0; lags.len()];
+    }
+    let uniform = 1.0 / window;
+    let mean: f64 = lags.iter().map(|l| l.1).sum::<f64>() / lags.len() as f64;
+    let mut rate = 2.0 / mean.max(1e-3);
+    let mut share = vec![0.8; campaigns];
+    let mut r = vec![0.0; lags.len()];
+    for _ in 0..200 {
+        let norm = 1.0 - (-rate * window).exp();
+        for (i, &(c, x)) in lags.iter().enumerate() {
+            let causal = share[c] * rate * (-rate * x).exp() / norm;
+            let other = (1.0 - share[c]) * uniform;
+            r[i] = if causal + other > 0.0 { causal / (causal + other) } else { 0.0 };
+        }
+        let (mut sum_r, mut n) = (vec![0.0; campaigns], vec![0.0; campaigns]);
+        let (mut weight, mut moment) = (0.0, 0.0);
+        for (i, &(c, x)) in lags.iter().enumerate() {
+            sum_r[c] += r[i];
+            n[c] += 1.0;
+            weight += r[i];
+            moment += r[i] * x;
+        }
+        let pooled = weight / lags.len() as f64;
+        for c in 0..campaigns {
+            share[c] = (sum_r[c] + PRIOR * pooled) / (n[c] + PRIOR);
+        }
+        // The truncated exponential's rate whose mean is the weighted mean lag (bisection:
+        // the mean 1/λ − W/(e^{λW} − 1) falls from W/2 to 0 as λ grows).
+        let target = if weight > 0.0 { moment / weight } else { window / 2.0 };
+        let (mut lo, mut hi) = (1e-9_f64, 1e3_f64);
+        for _ in 0..100 {
+            let mid = (lo * hi).sqrt();
+            let m = 1.0 / mid - window / ((mid * window).exp_m1());
+            if m > target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        rate = (lo * hi).sqrt();
+    }
+    r.iter().map(|v| 1.0 - v).collect()
+}
+
+/// What the matched conversions say per (campaign, type), under day weights: `rho` matched
+/// conversions per identified touch, `fail` unmatched conversions with person identifiers the
+/// campaign causes per identified touch (failed identity matches).
+#[derive(Debug, Clone)]
+struct Rates {
+    rho: Vec<f64>,
+    /// ρ without the coincidental matches: the conversions the campaign's touches cause.
+    causal: Vec<f64>,
+    fail: Vec<f64>,
+}
+
+/// Pseudo-conversions at the pooled failure rate added to each campaign's own count: failures
+/// are rare (about 1 in 70 click-id matches on the sample world), so a campaign's own rate
+/// carries half the weight only once it has this many click-id matches.
+const FAIL_PRIOR: f64 = 400.0;
 
 impl World {
     fn width(&self) -> usize {
@@ -320,11 +420,22 @@ impl World {
         cell / self.cohorts
     }
 
-    /// ρ per (campaign, type) with day weights `w`.
-    fn rho(&self, w: &[f64]) -> Vec<f64> {
+    /// ρ and the failed-match rates per (campaign, type) with day weights `w`.
+    ///
+    /// A conversion caused by campaign `c` that carries person identifiers but no click id
+    /// matches when a touch of its path shares one of them; the share that does not is
+    /// measured on the conversions whose cause is known — the click-id matches: among those
+    /// carrying person identifiers, the share `φ` no person identifier matched (shrunk towards
+    /// the pooled share with `FAIL_PRIOR` pseudo-conversions). For every matched conversion of
+    /// `c` without a click id, `φ / (1 − φ)` like it went unmatched.
+    #[allow(clippy::needless_range_loop)] // parallel arrays indexed by campaign and day
+    fn rates(&self, w: &[f64]) -> Rates {
         let width = self.width();
+        let n = self.campaigns.len();
         let mut m = vec![0.0; width];
         let mut a = vec![0.0; width];
+        let mut nc = vec![0.0; n];
+        let mut co = vec![0.0; width];
         for g in 0..self.cells() {
             let wd = w[self.day_of(g)];
             if wd == 0.0 || self.suppressed[g % self.cohorts] {
@@ -333,31 +444,60 @@ impl World {
             for j in 0..width {
                 m[j] += wd * self.matched[g * width + j];
                 a[j] += wd * self.act_id[g * width + j];
+                co[j] += wd * self.coincidental[g * width + j];
+            }
+            for c in 0..n {
+                nc[c] += wd * self.matched_nc[g * n + c];
             }
         }
-        m.iter().zip(&a).map(|(m, a)| if *a > 0.0 { m / a } else { 0.0 }).collect()
+        let rho: Vec<f64> = m.iter().zip(&a).map(|(m, a)| if *a > 0.0 { m / a } else { 0.0 }).collect();
+        let causal: Vec<f64> = (0..width).map(|j| if a[j] > 0.0 { (m[j] - co[j]).max(0.0) / a[j] } else { 0.0 }).collect();
+        let (mut clicked, mut failed) = (vec![0.0; n], vec![0.0; n]);
+        for d in 0..self.days {
+            if w[d] == 0.0 {
+                continue;
+            }
+            for c in 0..n {
+                clicked[c] += w[d] * self.click_matched[d * n + c];
+                failed[c] += w[d] * self.click_failed[d * n + c];
+            }
+        }
+        let (all_clicked, all_failed) = (clicked.iter().sum::<f64>(), failed.iter().sum::<f64>());
+        let pooled = if all_clicked > 0.0 { all_failed / all_clicked } else { 0.0 };
+        let mut fail = vec![0.0; width];
+        for c in 0..n {
+            let phi = ((failed[c] + FAIL_PRIOR * pooled) / (clicked[c] + FAIL_PRIOR)).min(0.95);
+            let coincidental = co[c * 2] + co[c * 2 + 1];
+            let matched = m[c * 2] + m[c * 2 + 1] - coincidental;
+            let share_nc = if matched > 0.0 { ((nc[c] - coincidental) / matched).clamp(0.0, 1.0) } else { 0.0 };
+            for t in 0..2 {
+                fail[c * 2 + t] = causal[c * 2 + t] * share_nc * phi / (1.0 - phi);
+            }
+        }
+        Rates { rho, causal, fail }
     }
 
-    /// Features `[population, Σρ·touches, Σρ·(touches − identified)]` of cell `g`.
-    fn features(&self, g: usize, rho: &[f64]) -> [f64; 3] {
+    /// Features `[population, Σ fail·identified touches, Σρ·(touches − identified)]` of cell `g`.
+    fn features(&self, g: usize, r: &Rates) -> [f64; 3] {
         let width = self.width();
         let mut x1 = 0.0;
         let mut x2 = 0.0;
         for j in 0..width {
             let a = self.act[g * width + j];
-            x1 += rho[j] * a;
-            x2 += rho[j] * (a - self.act_id[g * width + j]).max(0.0);
+            let id = self.act_id[g * width + j];
+            x1 += r.fail[j] * id;
+            x2 += r.causal[j] * (a - id).max(0.0);
         }
         [self.population[g % self.cohorts], x1, x2]
     }
 
-    /// Maximum-likelihood θ (EM for a Poisson mixture with non-negative coefficients).
-    fn fit(&self, rho: &[f64], w: &[f64], start: [f64; 3], iterations: usize) -> [f64; 3] {
-        let feats: Vec<(usize, [f64; 3])> = (0..self.cells())
-            .filter(|&g| w[self.day_of(g)] > 0.0 && !self.suppressed[g % self.cohorts])
-            .map(|g| (g, self.features(g, rho)))
-            .collect();
+    /// Maximum-likelihood θ (EM for a Poisson mixture with non-negative coefficients). The
+    /// failed-match component is measured, not fitted: its coefficient stays 1.
+    fn fit(&self, r: &Rates, w: &[f64], start: [f64; 3], iterations: usize) -> [f64; 3] {
+        let feats: Vec<(usize, [f64; 3])> =
+            (0..self.cells()).filter(|&g| w[self.day_of(g)] > 0.0 && !self.suppressed[g % self.cohorts]).map(|g| (g, self.features(g, r))).collect();
         let mut theta = start;
+        theta[1] = 1.0;
         let mut denom = [0.0; 3];
         for (g, x) in &feats {
             for k in 0..3 {
@@ -379,7 +519,7 @@ impl World {
                     num[k] += w[self.day_of(*g)] * u * theta[k] * x[k] / mu;
                 }
             }
-            for k in 0..3 {
+            for k in [0, 2] {
                 theta[k] = if denom[k] > 0.0 { num[k] / denom[k] } else { 0.0 };
             }
         }
@@ -388,10 +528,10 @@ impl World {
 
     /// Per campaign: the credit of an unmatched conversion with identifiers (type b) and of one
     /// without (type a) in cell `g`, and the holdout allocation.
-    fn allocate(&self, g: usize, rho: &[f64], theta: &[f64; 3], b: &mut [f64], a: &mut [f64], h: &mut [f64]) {
+    fn allocate(&self, g: usize, r: &Rates, theta: &[f64; 3], b: &mut [f64], a: &mut [f64], h: &mut [f64]) {
         let width = self.width();
         let n = self.campaigns.len();
-        let x = self.features(g, rho);
+        let x = self.features(g, r);
         let mu: f64 = (0..3).map(|k| theta[k] * x[k]).sum();
         let mut ident = 0.0;
         for c in 0..n {
@@ -401,8 +541,8 @@ impl World {
                 let j = c * 2 + t;
                 let act = self.act[g * width + j];
                 let id = self.act_id[g * width + j];
-                v += rho[j] * (theta[1] * act + theta[2] * (act - id).max(0.0));
-                hv += rho[j] * id;
+                v += theta[1] * r.fail[j] * id + theta[2] * r.causal[j] * (act - id).max(0.0);
+                hv += r.rho[j] * id;
             }
             b[c] = if mu > 0.0 { v / mu } else { 0.0 };
             h[c] = hv;
@@ -414,6 +554,10 @@ impl World {
         // Type a (no identifier at all): the cause mix of the cell's conversions that carry
         // person identifiers but no click id — person identifiers are present independently of
         // the cause, a click id is not (only click-caused conversions can carry one).
+        // The matched ones count with their deterministic campaign, coincidental matches
+        // included: those are partly organic and partly other campaigns' conversions (a view
+        // the last-touch rule gave to an earlier click), and neither dropping them nor spreading
+        // them with the unmatched mix did better on the sample world (docs/measurement.md).
         let matched: f64 = (0..n).map(|c| self.matched_nc[g * n + c]).sum();
         let ub = self.unmatched_b_nc[g];
         let total = matched + ub;
@@ -445,9 +589,10 @@ pub(crate) async fn run(
     let value = convs.column_by_name("value").expect("schema").as_primitive::<Float64Type>();
     let click_col = convs.column_by_name("click_id").expect("schema");
     let has_click: Vec<bool> = (0..convs.num_rows()).map(|i| click_col.is_valid(i)).collect();
-    let has_ids: Vec<bool> = (0..convs.num_rows())
-        .map(|i| ["em", "ph", "external_id", "click_id"].iter().any(|c| convs.column_by_name(c).expect("schema").is_valid(i)))
-        .collect();
+    let has_person: Vec<bool> =
+        (0..convs.num_rows()).map(|i| ["em", "ph", "external_id"].iter().any(|c| convs.column_by_name(c).expect("schema").is_valid(i))).collect();
+    let has_ids: Vec<bool> =
+        (0..convs.num_rows()).map(|i| ["em", "ph", "external_id", "click_id"].iter().any(|c| convs.column_by_name(c).expect("schema").is_valid(i))).collect();
 
     for (a, adv) in advertisers.iter().enumerate() {
         let conv_ids: Vec<usize> = (0..convs.num_rows()).filter(|&i| conv_adv[i] as usize == a).collect();
@@ -528,6 +673,9 @@ pub(crate) async fn run(
             matched_nc: vec![0.0; cells * n_camp],
             unmatched_b_nc: vec![0.0; cells],
             holdout: vec![0.0; cells * n_camp],
+            click_matched: vec![0.0; days * n_camp],
+            click_failed: vec![0.0; days * n_camp],
+            coincidental: vec![0.0; cells * width],
         };
 
         // Conversions into cells; lag kernels from the matched ones.
@@ -535,6 +683,7 @@ pub(crate) async fn run(
         let mut lags = [vec![0.0; max_lag[0] + 1], vec![0.0; max_lag[1] + 1]];
         let mut cell_of_conv: Vec<(usize, Option<usize>)> = Vec::new();
         let mut holdout_convs: Vec<(usize, usize)> = Vec::new();
+        let mut nc_lags: [Vec<(usize, usize, f64)>; 2] = [Vec::new(), Vec::new()];
         for &i in &conv_ids {
             let day = time.value(i).div_euclid(DAY) as i32;
             let d = (day - from_day) as usize;
@@ -553,10 +702,18 @@ pub(crate) async fn run(
                     }
                     let lag = (day - m.touch_day).clamp(0, max_lag[t] as i32) as usize;
                     lags[t][lag] += 1.0;
+                    if m.by_click && has_person[i] {
+                        w.click_matched[d * n_camp + c] += 1.0;
+                        if !m.id_matched {
+                            w.click_failed[d * n_camp + c] += 1.0;
+                        }
+                    }
                     if let Some(g) = g {
                         w.matched[g * width + c * 2 + t] += 1.0;
                         if !m.by_click {
                             w.matched_nc[g * n_camp + c] += 1.0;
+                            let hours = (time.value(i) - m.touch_time).max(0) as f64 / HOUR as f64;
+                            nc_lags[t].push((g, c, hours));
                         }
                     }
                 }
@@ -580,6 +737,13 @@ pub(crate) async fn run(
                         }
                     }
                 }
+            }
+        }
+        for (t, entries) in nc_lags.iter().enumerate() {
+            let window = 24.0 * max_lag[t] as f64;
+            let by_campaign: Vec<(usize, f64)> = entries.iter().map(|&(_, c, x)| (c, x.min(window))).collect();
+            for (&(g, c, _), p) in entries.iter().zip(coincidence(&by_campaign, n_camp, window)) {
+                w.coincidental[g * width + c * 2 + t] += p;
             }
         }
         for l in &mut lags {
@@ -611,8 +775,8 @@ pub(crate) async fn run(
 
         // Point fit.
         let ones = vec![1.0; days];
-        let rho = w.rho(&ones);
-        let theta = w.fit(&rho, &ones, [1e-3, 0.5, 0.5], EM_ITERATIONS);
+        let rho = w.rates(&ones);
+        let theta = w.fit(&rho, &ones, [1e-3, 1.0, 0.5], EM_ITERATIONS);
         summary.fitted.insert(adv.clone(), theta);
         let mut b = vec![0.0; n_camp];
         let mut av = vec![0.0; n_camp];
@@ -643,13 +807,13 @@ pub(crate) async fn run(
         let mut rng = Rng(p.seed ^ 0x5EED_0000_0000_0000 ^ (a as u64).wrapping_mul(0x9E37_79B9));
         let mut reps_total: Vec<Vec<f64>> = vec![Vec::with_capacity(REPLICATES); n_camp];
         let mut reps_hold: Vec<Vec<f64>> = vec![Vec::with_capacity(REPLICATES); n_camp];
-        let mut reps_params: Vec<(Vec<f64>, [f64; 3])> = Vec::with_capacity(REPLICATES);
+        let mut reps_params: Vec<(Rates, [f64; 3])> = Vec::with_capacity(REPLICATES);
         for _ in 0..REPLICATES {
             let mut wd = vec![0.0; days];
             for _ in 0..days {
                 wd[rng.below(days)] += 1.0;
             }
-            let rho_b = w.rho(&wd);
+            let rho_b = w.rates(&wd);
             let theta_b = w.fit(&rho_b, &wd, theta, EM_REPLICATE_ITERATIONS);
             let mut tot = vec![0.0; n_camp];
             let mut hold = vec![0.0; n_camp];
@@ -780,6 +944,17 @@ mod tests {
         assert!((quantile(&v, 0.05) - 0.2).abs() < 1e-12);
     }
 
+    /// Lags of one campaign: 300 causal (exponential, mean 24 h) and 100 uniform over the
+    /// 168-hour window; the mixture must find about 100 coincidental ones.
+    #[test]
+    fn coincidence_separates_a_planted_mixture() {
+        let mut rng = Rng(3);
+        let mut lags: Vec<(usize, f64)> = (0..300).map(|_| (0, (-24.0 * rng.uniform().max(1e-12).ln()).min(168.0))).collect();
+        lags.extend((0..100).map(|_| (0, 168.0 * rng.uniform())));
+        let found: f64 = coincidence(&lags, 1, 168.0).iter().sum();
+        assert!((75.0..125.0).contains(&found), "{found}");
+    }
+
     /// Two cohorts, one campaign active only in the first: the EM must give the campaign the
     /// excess of unmatched conversions there and leave the organic rate to explain the second.
     #[test]
@@ -799,6 +974,9 @@ mod tests {
             matched_nc: vec![0.0; days * 2],
             unmatched_b_nc: vec![0.0; days * 2],
             holdout: vec![0.0; days * 2],
+            click_matched: vec![0.0; days],
+            click_failed: vec![0.0; days],
+            coincidental: vec![0.0; days * 2 * 2],
         };
         // Cohort 0: 100 clicks a day, 90 identified; matched 9 a day ⇒ ρ = 0.1.
         // Unmatched: organic 2/day in both; cohort 0 adds 0.1 × 10 unidentified = 1/day.
@@ -811,9 +989,9 @@ mod tests {
             w.unmatched_b[g + 1] = 2.0;
         }
         let ones = vec![1.0; days];
-        let rho = w.rho(&ones);
-        assert!((rho[0] - 0.1).abs() < 1e-12);
-        let theta = w.fit(&rho, &ones, [1e-3, 0.5, 0.5], 2000);
+        let rho = w.rates(&ones);
+        assert!((rho.rho[0] - 0.1).abs() < 1e-12);
+        let theta = w.fit(&rho, &ones, [1e-3, 1.0, 0.5], 2000);
         let (mut b, mut a, mut h) = (vec![0.0], vec![0.0], vec![0.0]);
         w.allocate(0, &rho, &theta, &mut b, &mut a, &mut h);
         assert!((3.0 * b[0] - 1.0).abs() < 0.05, "credited {} of 3, theta {theta:?}", 3.0 * b[0]);
