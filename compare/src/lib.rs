@@ -25,6 +25,7 @@ use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
 use tally_core::Store;
+use tally_core::paths::{AdvertiserId, PartitionPath};
 use tally_core::schema::DerivedTable;
 
 pub use client_server::{FLAG_P, channel_totals, client_server, column_sum};
@@ -47,9 +48,22 @@ pub async fn window(ctx: &SessionContext) -> Result<(NaiveDate, NaiveDate)> {
 }
 
 /// Writes `batch` as derived `table`, replacing what an earlier run wrote for partitions dated
-/// `from..=to`. Returns the rows written.
-pub async fn write_table(store: &Store, key_id: &str, table: DerivedTable, batch: &RecordBatch, from: NaiveDate, to: NaiveDate) -> Result<usize> {
-    let superseded = store.list_window_files(table.name(), from, to).await?;
+/// `from..=to` (for `advertiser` alone when given: a run bound to one advertiser). Returns the
+/// rows written.
+pub async fn write_table(
+    store: &Store,
+    key_id: &str,
+    table: DerivedTable,
+    batch: &RecordBatch,
+    from: NaiveDate,
+    to: NaiveDate,
+    advertiser: Option<&AdvertiserId>,
+) -> Result<usize> {
+    let mut superseded = store.list_window_files(table.name(), from, to).await?;
+    // A run bound to one advertiser replaces that advertiser's rows only.
+    if let Some(a) = advertiser {
+        superseded.retain(|f| PartitionPath::of_file(table.name(), f).is_some_and(|p| p.advertiser() == a));
+    }
     let mut writer = store.derived_writer(table, &store.stamp(key_id));
     writer.write(batch)?;
     let written = writer.finish().await?;
@@ -78,7 +92,13 @@ pub async fn probabilistic(ctx: &SessionContext) -> Result<(Vec<TotalRow>, Vec<C
             let (ch, camp) = (strings(&b, "channel")?, strings(&b, "campaign_id")?);
             let (c, l, h) = (floats(&b, "credit")?, floats(&b, "credit_low")?, floats(&b, "credit_high")?);
             for i in 0..b.num_rows() {
-                totals.push(TotalRow { channel: ch[i].clone(), campaign_id: camp[i].clone(), credit: c[i].unwrap_or(0.0), low: l[i].unwrap_or(0.0), high: h[i].unwrap_or(0.0) });
+                totals.push(TotalRow {
+                    channel: ch[i].clone(),
+                    campaign_id: camp[i].clone(),
+                    credit: c[i].unwrap_or(0.0),
+                    low: l[i].unwrap_or(0.0),
+                    high: h[i].unwrap_or(0.0),
+                });
             }
         }
     }

@@ -8,10 +8,13 @@ use anyhow::{Context as _, Result};
 use chrono::NaiveDate;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
+use serde_json::json;
 use tally_compare::{Prepost, ReportInput};
 use tally_core::schema::DerivedTable;
-use tally_core::Store;
+use tally_core::{Action, AdvertiserId, Store};
+use tally_queries::SessionOptions;
 
+use crate::cmd_sql::{ReaderArgs, audit_log};
 use crate::config::Settings;
 
 /// Options of `tally compare`.
@@ -38,6 +41,8 @@ pub(crate) enum CompareCommand {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Common {
+    #[command(flatten)]
+    reader: ReaderArgs,
     /// First UTC day (default: the first day `tally attribute` covered).
     #[arg(long)]
     from: Option<NaiveDate>,
@@ -59,27 +64,41 @@ pub(crate) enum Format {
     Json,
 }
 
+/// Runs a comparison as the reader the flags name (SPEC 2: an advertiser's key shows and
+/// replaces that advertiser's rows only; `--admin` is the operator over all of them). Each run
+/// is recorded in the audit log.
 pub(crate) async fn run(settings: &Settings, cmd: CompareCommand) -> Result<()> {
     let store = settings.open_store()?;
     let key_id = settings.keystore()?.pseudonymizer()?.key_id().to_owned();
-    let ctx = tally_queries::session(&store).await?;
-    match cmd {
+    let common = match &cmd {
+        CompareCommand::ClientServer { common } | CompareCommand::Prepost { common, .. } => common,
+    };
+    let (reader, actor) = common.reader.resolve(settings)?;
+    // Every table, the stored output and the report see the reader's rows only.
+    let options = SessionOptions::default();
+    let session = || tally_queries::session_for(&store, &reader, &options);
+    let ctx = session().await?;
+    let (from, to) = window(&ctx, common).await?;
+    let what = match &cmd {
+        CompareCommand::ClientServer { .. } => "client-server".to_owned(),
+        CompareCommand::Prepost { cutover, control, .. } => format!("prepost --cutover {cutover} --control {control}"),
+    };
+    let detail = tally_core::audit::detail([("compare", json!(what)), ("from", json!(from.to_string())), ("to", json!(to.to_string()))]);
+    audit_log(settings)?.append(&actor, Action::Query, detail)?;
+    let advertiser = reader.advertiser();
+    match &cmd {
         CompareCommand::ClientServer { common } => {
-            let (from, to) = window(&ctx, &common).await?;
-            let batch = client_server(&store, &key_id, &ctx, from, to).await?;
+            let batch = client_server(&store, &key_id, &ctx, from, to, advertiser).await?;
             print(&batch, common.format)?;
             if let Some(path) = &common.html {
-                let ctx = tally_queries::session(&store).await?;
-                write_report(&ctx, path, Some((from, to)), Some(&batch), None).await?;
+                write_report(&session().await?, path, Some((from, to)), Some(&batch), None).await?;
             }
         }
         CompareCommand::Prepost { cutover, control, common } => {
-            let (from, to) = window(&ctx, &common).await?;
-            let pp = prepost(&store, &key_id, &ctx, from, to, cutover, &control).await?;
+            let pp = prepost(&store, &key_id, &ctx, from, to, *cutover, control, advertiser).await?;
             print(&pp.rows, common.format)?;
             if let Some(path) = &common.html {
-                let ctx = tally_queries::session(&store).await?;
-                write_report(&ctx, path, Some((from, to)), None, Some(&pp)).await?;
+                write_report(&session().await?, path, Some((from, to)), None, Some(&pp)).await?;
             }
         }
     }
@@ -96,21 +115,45 @@ async fn window(ctx: &SessionContext, common: &Common) -> Result<(NaiveDate, Nai
 }
 
 /// Computes and stores `client_server` for the window.
-pub(crate) async fn client_server(store: &Store, key_id: &str, ctx: &SessionContext, from: NaiveDate, to: NaiveDate) -> Result<RecordBatch> {
+/// `advertiser`: the one advertiser `ctx` is bound to (`None` for the operator's session).
+pub(crate) async fn client_server(
+    store: &Store,
+    key_id: &str,
+    ctx: &SessionContext,
+    from: NaiveDate,
+    to: NaiveDate,
+    advertiser: Option<&AdvertiserId>,
+) -> Result<RecordBatch> {
     let batch = tally_compare::client_server(ctx, from, to).await?;
-    tally_compare::write_table(store, key_id, DerivedTable::ClientServer, &batch, from, to).await?;
+    tally_compare::write_table(store, key_id, DerivedTable::ClientServer, &batch, from, to, advertiser).await?;
     Ok(batch)
 }
 
 /// Computes and stores `prepost` (replacing every earlier comparison of the same cutover).
-pub(crate) async fn prepost(store: &Store, key_id: &str, ctx: &SessionContext, from: NaiveDate, to: NaiveDate, cutover: NaiveDate, control: &str) -> Result<Prepost> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn prepost(
+    store: &Store,
+    key_id: &str,
+    ctx: &SessionContext,
+    from: NaiveDate,
+    to: NaiveDate,
+    cutover: NaiveDate,
+    control: &str,
+    advertiser: Option<&AdvertiserId>,
+) -> Result<Prepost> {
     let pp = tally_compare::prepost(ctx, from, to, cutover, control).await?;
-    tally_compare::write_table(store, key_id, DerivedTable::Prepost, &pp.rows, cutover, cutover).await?;
+    tally_compare::write_table(store, key_id, DerivedTable::Prepost, &pp.rows, cutover, cutover, advertiser).await?;
     Ok(pp)
 }
 
 /// Writes the HTML report (with the latest probabilistic totals and self-check).
-pub(crate) async fn write_report(ctx: &SessionContext, path: &Path, window: Option<(NaiveDate, NaiveDate)>, cs: Option<&RecordBatch>, pp: Option<&Prepost>) -> Result<()> {
+pub(crate) async fn write_report(
+    ctx: &SessionContext,
+    path: &Path,
+    window: Option<(NaiveDate, NaiveDate)>,
+    cs: Option<&RecordBatch>,
+    pp: Option<&Prepost>,
+) -> Result<()> {
     let (totals, checks) = tally_compare::probabilistic(ctx).await?;
     let html = tally_compare::report::html(&ReportInput { window, client_server: cs, prepost: pp, totals, checks });
     std::fs::write(path, html).with_context(|| format!("cannot write the report to `{}`", path.display()))?;

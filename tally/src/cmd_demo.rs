@@ -93,7 +93,8 @@ pub(crate) async fn run(settings: &Settings, args: DemoArgs) -> Result<()> {
     let keys = KeyStore::open_or_create(&keystore_path)?;
     for table in [Table::Spend, Table::Baseline] {
         let file = world.path().join(format!("{}.parquet", table.name()));
-        let request = ImportRequest { table, files: vec![file], format: None, strict: true, context: Context::for_table(&store, table, keys.pseudonymizer()?, None) };
+        let request =
+            ImportRequest { table, files: vec![file], format: None, strict: true, context: Context::for_table(&store, table, keys.pseudonymizer()?, None) };
         let report = tally_ingest::import(&store, &request, |_| {}).await?;
         if !report.committed {
             let first = report.rejected.first().map(ToString::to_string).unwrap_or_default();
@@ -129,8 +130,8 @@ pub(crate) async fn run(settings: &Settings, args: DemoArgs) -> Result<()> {
     // Today is not over: its partial count would read as a drop, so the comparisons stop at
     // yesterday.
     let to = to.min(today - chrono::Duration::days(1)).max(from);
-    let cs = crate::cmd_compare::client_server(&store, &key_id, &ctx, from, to).await?;
-    let pp = crate::cmd_compare::prepost(&store, &key_id, &ctx, from, to, config.cutover, &config.control_channel).await?;
+    let cs = crate::cmd_compare::client_server(&store, &key_id, &ctx, from, to, None).await?;
+    let pp = crate::cmd_compare::prepost(&store, &key_id, &ctx, from, to, config.cutover, &config.control_channel, None).await?;
     let rows = pp.rows();
     let find = |ch: &str, m: &str| rows.iter().find(|r| r.channel == ch && r.metric == m);
     if let (Some(det), Some(total)) = (find(&config.treated_channel, "attributed_deterministic"), find(&config.treated_channel, "attributed_total")) {

@@ -119,7 +119,7 @@ fn measurement_on_the_sample_world_recovers_the_truth() {
     assert_eq!(both, 0, "a conversion has deterministic and probabilistic rows");
 
     // 3. Client vs server counts equal the generator's truth, day by day.
-    let csv = s.ok(&["compare", "client-server", "--format", "csv"]);
+    let csv = s.ok(&["compare", "client-server", "--admin", "--format", "csv"]);
     assert!(csv.starts_with("advertiser_id,date,channel,campaign_id,server_only,browser_only,both,dedup_key_coverage,match_rate,attributed_server,baseline_conversions,discrepancy,p_value,flagged"), "{}", &csv[..200]);
     assert_eq!(scalar_i64(&s.sql("select count(*) from client_server")) as usize, csv.lines().count() - 1);
     let got = truth_sql(&s, "select cast(date as varchar) as d, sum(server_only), sum(browser_only), sum(both) from client_server group by 1 order by 1");
@@ -140,7 +140,7 @@ fn measurement_on_the_sample_world_recovers_the_truth() {
     //    total recovers most of the drop.
     let cut = cutover(&s);
     let report = s.path("report.html");
-    let csv = s.ok(&["compare", "prepost", "--cutover", &cut, "--control", "google", "--format", "csv", "--html", report.to_str().unwrap()]);
+    let csv = s.ok(&["compare", "prepost", "--admin", "--cutover", &cut, "--control", "google", "--format", "csv", "--html", report.to_str().unwrap()]);
     let mut rows: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -201,14 +201,14 @@ fn k_anonymity_merges_or_suppresses_small_cohorts() {
 #[test]
 fn compare_refuses_bad_input_with_one_line() {
     let s = world(300, 50);
-    let before = s.tally(&["compare", "client-server"]);
+    let before = s.tally(&["compare", "client-server", "--admin"]);
     assert!(!before.status.success() && stderr(&before).contains("run `tally attribute` first"), "{}", stderr(&before));
     s.ok(&["attribute"]);
     for (args, needle) in [
-        (vec!["compare", "prepost", "--cutover", "2030-01-01", "--control", "google"], "must leave at least two days"),
-        (vec!["compare", "prepost", "--cutover", "2026-09-15", "--control", "myspace"], "control channel `myspace`"),
-        (vec!["compare", "prepost", "--cutover", "yesterday", "--control", "google"], "invalid value"),
-        (vec!["compare", "client-server", "--from", "2026-09-10", "--to", "2026-09-01"], "is before"),
+        (vec!["compare", "prepost", "--admin", "--cutover", "2030-01-01", "--control", "google"], "must leave at least two days"),
+        (vec!["compare", "prepost", "--admin", "--cutover", "2026-09-15", "--control", "myspace"], "control channel `myspace`"),
+        (vec!["compare", "prepost", "--admin", "--cutover", "yesterday", "--control", "google"], "invalid value"),
+        (vec!["compare", "client-server", "--admin", "--from", "2026-09-10", "--to", "2026-09-01"], "is before"),
     ] {
         let out = s.tally(&args);
         let err = stderr(&out);

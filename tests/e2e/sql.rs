@@ -107,6 +107,35 @@ fn an_advertiser_key_reaches_its_own_rows_only() {
 }
 
 #[test]
+fn compare_with_a_key_shows_and_replaces_that_advertisers_rows_only() {
+    let t = two_advertisers();
+    let compare = |key: &str| csv_lines(&t.s.ok(&["compare", "client-server", "--key", key, "--format", "csv"]));
+    let acme = compare(&t.acme);
+    assert!(!acme.is_empty() && acme.iter().all(|r| r.starts_with("acme,")), "{acme:?}");
+    let globex = compare(&t.globex);
+    assert!(!globex.is_empty() && globex.iter().all(|r| r.starts_with("globex,")), "{globex:?}");
+    // globex's run replaced globex's stored rows and left acme's: the operator sees both.
+    let stored = |who: &str| {
+        let q = format!("select count(*) from client_server where advertiser_id = '{who}'");
+        csv_lines(&t.s.ok(&["sql", "--admin", "--format", "csv", &q]))[0].parse::<usize>().unwrap()
+    };
+    assert_eq!((stored("acme"), stored("globex")), (acme.len(), globex.len()));
+    // Re-running acme's replaces acme's rows, not adds to them.
+    compare(&t.acme);
+    assert_eq!(stored("acme"), acme.len());
+    // The HTML report of a key holder names none of the other advertiser's campaigns.
+    let report = t.s.path("acme.html");
+    t.s.ok(&["compare", "client-server", "--key", &t.acme, "--html", report.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("meta") && !html.to_lowercase().contains("tiktok"), "acme's report shows acme's channels only");
+    // No reader, no comparison; each run is audited.
+    let out = t.s.tally(&["compare", "client-server"]);
+    assert!(!out.status.success() && stderr(&out).contains("--key KEY"), "{}", stderr(&out));
+    let log = std::fs::read_to_string(t.s.data().join("_tally/audit.log")).unwrap();
+    assert!(log.contains("\"compare\":\"client-server\""), "{log}");
+}
+
+#[test]
 fn reports_list_run_and_export_for_the_key_holder_only() {
     let t = two_advertisers();
     let list = t.s.ok(&["report", "--list"]);
