@@ -100,7 +100,12 @@ impl Wal {
     pub fn open(dir: &Path, config: WalConfig, sealed: tokio::sync::mpsc::UnboundedSender<Segment>) -> std::io::Result<(Wal, Vec<Segment>)> {
         fs::create_dir_all(dir)?;
         let existing = list_segments(dir)?;
-        let next_seq = existing.last().map_or(1, |s| s.seq + 1);
+        // Sequence numbers are never reused, across restarts and clean stops too: they name the
+        // Parquet files a segment is flushed to (a reused one would replace an earlier
+        // segment's files) and tell a spare's old frames from a new segment's.
+        let spares = list_logs(dir, "spare-")?;
+        let highest = existing.iter().map(|s| s.seq).chain(spares.iter().map(|s| s.seq)).chain([read_last_seq(dir)?]).max().unwrap_or(0);
+        let next_seq = highest + 1;
         let (tx, rx) = mpsc::channel();
         let writer = Writer { dir: dir.to_path_buf(), config, seq: next_seq, file: None, len: 0, capacity: 0, opened_at: None, sealed };
         std::thread::Builder::new().name("tally-wal".into()).spawn(move || writer.run(rx))?;
@@ -259,6 +264,7 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 /// are [`MAX_SPARES`] already. Either way its name no longer says "replay me", durably.
 pub fn retire(segment: &Segment) -> std::io::Result<()> {
     let dir = segment.path.parent().unwrap_or(Path::new("."));
+    record_last_seq(dir, segment.seq)?;
     if list_spares(dir)?.len() < MAX_SPARES {
         fs::rename(&segment.path, dir.join(format!("spare-{:020}.log", segment.seq)))?;
     } else {
@@ -276,29 +282,53 @@ pub fn remove_spares(dir: &Path) -> std::io::Result<()> {
 }
 
 fn list_spares(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("spare-") && n.ends_with(".log")) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(list_logs(dir, "spare-")?.into_iter().map(|s| s.path).collect())
 }
 
 /// Segments in `dir`, oldest first.
 pub fn list_segments(dir: &Path) -> std::io::Result<Vec<Segment>> {
+    list_logs(dir, "wal-")
+}
+
+/// Files `<prefix><seq>.log` in `dir`, by seq.
+fn list_logs(dir: &Path, prefix: &str) -> std::io::Result<Vec<Segment>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let seq = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("wal-")?.strip_suffix(".log")?.parse::<u64>().ok());
+        let seq = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix(prefix)?.strip_suffix(".log")?.parse::<u64>().ok());
         if let Some(seq) = seq {
             out.push(Segment { seq, path });
         }
     }
     out.sort_by_key(|s| s.seq);
     Ok(out)
+}
+
+/// The file holding the highest sequence number ever retired in a log directory.
+const LAST_SEQ: &str = "last-seq";
+
+fn read_last_seq(dir: &Path) -> std::io::Result<u64> {
+    match fs::read_to_string(dir.join(LAST_SEQ)) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            std::io::Error::other(format!("{} holds {text:?}, not a sequence number; refusing to reuse segment numbers", dir.join(LAST_SEQ).display()))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Durably raises the recorded highest sequence number to `seq` (before a segment's file,
+/// which also carries it, is renamed or deleted).
+fn record_last_seq(dir: &Path, seq: u64) -> std::io::Result<()> {
+    if read_last_seq(dir)? >= seq {
+        return Ok(());
+    }
+    let temp = dir.join(format!("{LAST_SEQ}.tmp"));
+    let mut f = File::create(&temp)?;
+    std::io::Write::write_all(&mut f, format!("{seq}\n").as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&temp, dir.join(LAST_SEQ))?;
+    tally_core::keystore::sync_dir(dir)
 }
 
 fn table_tag(table: Table) -> u8 {
@@ -477,6 +507,27 @@ mod tests {
         assert_eq!(spare_count(), MAX_SPARES);
         remove_spares(dir.path()).unwrap();
         assert_eq!(spare_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn sequence_numbers_are_never_reused_even_after_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let (tx, mut sealed) = tokio::sync::mpsc::unbounded_channel();
+            let (wal, pending) = Wal::open(dir.path(), WalConfig::default(), tx).unwrap();
+            assert!(pending.is_empty());
+            wal.append(Table::Baseline, &baseline(1)).await.unwrap();
+            wal.seal().await.unwrap();
+            let segment = sealed.recv().await.unwrap();
+            retire(&segment).unwrap();
+            remove_spares(dir.path()).unwrap();
+            seen.push(segment.seq);
+        }
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        fs::write(dir.path().join(LAST_SEQ), "garbage").unwrap();
+        let (tx, _sealed) = tokio::sync::mpsc::unbounded_channel();
+        assert!(Wal::open(dir.path(), WalConfig::default(), tx).is_err(), "an unreadable high-water mark is refused, not reset");
     }
 
     #[tokio::test]
