@@ -20,9 +20,11 @@
 //!    organic rate, the campaigns' conversions that failed to match although their touches
 //!    were identified, and those that could not match because the touches had lost their
 //!    identifiers (the separation's signature). θ₀, δ ≥ 0 are fitted by maximum likelihood
-//!    (EM). The failed-match rate φ is measured, not fitted: among click-id matches (whose cause
-//!    is known) carrying person identifiers, the share no person identifier matched, applied
-//!    to the campaign's matched conversions without a click id. ρ* is ρ without the
+//!    (EM). The failed-match rate φ is measured, not fitted: on the click-id matches (whose
+//!    touch is known), the chance `s` that a touch carrying person identifiers shares one with
+//!    the conversion, per identifier pattern of the conversion; a matched conversion without a
+//!    click id that shares one with `k` touches of its path stands for `(1 − s)^k / (1 − (1 − s)^k)`
+//!    unmatched ones of its campaign (inverse-probability weighting). ρ* is ρ without the
 //!    coincidental matches: per touch type, the lags (hours) of matched conversions without a
 //!    click id are an exponential (caused) plus uniform (coincidental: the person converted
 //!    for another reason while the touch was the latest) mixture, fitted by EM.
@@ -77,8 +79,10 @@ pub(crate) struct MatchedTouchInfo {
     pub(crate) touch_time: i64,
     /// The conversion's strongest match key is its click id.
     pub(crate) by_click: bool,
-    /// Some touch of its path shares a person identifier (em, ph, external_id) with it.
-    pub(crate) id_matched: bool,
+    /// Touches of its path that share a person identifier (em, ph, external_id) with it.
+    pub(crate) id_touches: u32,
+    /// For a click-id match: whether the clicked touch also shares a person identifier.
+    pub(crate) click_shares: Option<bool>,
 }
 
 /// The knobs of the step.
@@ -325,11 +329,9 @@ struct World {
     unmatched_b_nc: Vec<f64>,
     /// Per cell × campaign: holdout conversions by their deterministic campaign.
     holdout: Vec<f64>,
-    /// Per day × campaign: matched (non-holdout) conversions carrying person identifiers whose
-    /// path has a click-id match, and those of them no person identifier matched — without
-    /// their click id they would have been unmatched.
-    click_matched: Vec<f64>,
-    click_failed: Vec<f64>,
+    /// Per cell × campaign: Σ over the matched (non-holdout) conversions without a click id of
+    /// the odds that such a conversion goes unmatched (see [`match_odds`]).
+    nc_odds: Vec<f64>,
     /// Per cell × (campaign, type): the expected number of the matched (non-holdout)
     /// conversions that are coincidental — the person converted for another reason while the
     /// touch happened to be the latest in the window (see [`coincidence`]).
@@ -404,10 +406,16 @@ struct Rates {
     fail: Vec<f64>,
 }
 
-/// Pseudo-conversions at the pooled failure rate added to each campaign's own count: failures
-/// are rare (about 1 in 70 click-id matches on the sample world), so a campaign's own rate
-/// carries half the weight only once it has this many click-id matches.
-const FAIL_PRIOR: f64 = 400.0;
+/// The odds that a conversion with person identifiers but no click id goes unmatched, from a
+/// matched one that shares a person identifier with `k` touches of its path: each eligible
+/// touch shares one with probability `s` (measured per identifier pattern of the conversion),
+/// so a conversion like it matches with probability `1 − (1 − s)^k` and for each one matched
+/// `(1 − s)^k / (1 − (1 − s)^k)` like it did not (inverse-probability weighting; `k` is a lower
+/// bound of the eligible touches, so the odds are an upper bound).
+fn match_odds(s: f64, k: u32) -> f64 {
+    let q = (1.0 - s).clamp(0.0, 1.0).powi(k.max(1) as i32);
+    if q < 1.0 { q / (1.0 - q) } else { 0.0 }
+}
 
 impl World {
     fn width(&self) -> usize {
@@ -423,11 +431,8 @@ impl World {
     /// ρ and the failed-match rates per (campaign, type) with day weights `w`.
     ///
     /// A conversion caused by campaign `c` that carries person identifiers but no click id
-    /// matches when a touch of its path shares one of them; the share that does not is
-    /// measured on the conversions whose cause is known — the click-id matches: among those
-    /// carrying person identifiers, the share `φ` no person identifier matched (shrunk towards
-    /// the pooled share with `FAIL_PRIOR` pseudo-conversions). For every matched conversion of
-    /// `c` without a click id, `φ / (1 − φ)` like it went unmatched.
+    /// matches when a touch of its path shares one of them; for every matched conversion of `c`
+    /// without a click id, its [`match_odds`] like it went unmatched.
     #[allow(clippy::needless_range_loop)] // parallel arrays indexed by campaign and day
     fn rates(&self, w: &[f64]) -> Rates {
         let width = self.width();
@@ -452,26 +457,24 @@ impl World {
         }
         let rho: Vec<f64> = m.iter().zip(&a).map(|(m, a)| if *a > 0.0 { m / a } else { 0.0 }).collect();
         let causal: Vec<f64> = (0..width).map(|j| if a[j] > 0.0 { (m[j] - co[j]).max(0.0) / a[j] } else { 0.0 }).collect();
-        let (mut clicked, mut failed) = (vec![0.0; n], vec![0.0; n]);
-        for d in 0..self.days {
-            if w[d] == 0.0 {
+        let mut odds = vec![0.0; n];
+        for g in 0..self.cells() {
+            let wd = w[self.day_of(g)];
+            if wd == 0.0 || self.suppressed[g % self.cohorts] {
                 continue;
             }
             for c in 0..n {
-                clicked[c] += w[d] * self.click_matched[d * n + c];
-                failed[c] += w[d] * self.click_failed[d * n + c];
+                odds[c] += wd * self.nc_odds[g * n + c];
             }
         }
-        let (all_clicked, all_failed) = (clicked.iter().sum::<f64>(), failed.iter().sum::<f64>());
-        let pooled = if all_clicked > 0.0 { all_failed / all_clicked } else { 0.0 };
         let mut fail = vec![0.0; width];
         for c in 0..n {
-            let phi = ((failed[c] + FAIL_PRIOR * pooled) / (clicked[c] + FAIL_PRIOR)).min(0.95);
+            let odds = if nc[c] > 0.0 { odds[c] / nc[c] } else { 0.0 };
             let coincidental = co[c * 2] + co[c * 2 + 1];
             let matched = m[c * 2] + m[c * 2 + 1] - coincidental;
             let share_nc = if matched > 0.0 { ((nc[c] - coincidental) / matched).clamp(0.0, 1.0) } else { 0.0 };
             for t in 0..2 {
-                fail[c * 2 + t] = causal[c * 2 + t] * share_nc * phi / (1.0 - phi);
+                fail[c * 2 + t] = causal[c * 2 + t] * share_nc * odds;
             }
         }
         Rates { rho, causal, fail }
@@ -589,8 +592,12 @@ pub(crate) async fn run(
     let value = convs.column_by_name("value").expect("schema").as_primitive::<Float64Type>();
     let click_col = convs.column_by_name("click_id").expect("schema");
     let has_click: Vec<bool> = (0..convs.num_rows()).map(|i| click_col.is_valid(i)).collect();
-    let has_person: Vec<bool> =
-        (0..convs.num_rows()).map(|i| ["em", "ph", "external_id"].iter().any(|c| convs.column_by_name(c).expect("schema").is_valid(i))).collect();
+    let pattern: Vec<usize> = (0..convs.num_rows())
+        .map(|i| {
+            ["em", "ph", "external_id"].iter().enumerate().filter(|(_, c)| convs.column_by_name(c).expect("schema").is_valid(i)).map(|(b, _)| 1 << b).sum()
+        })
+        .collect();
+    let has_person: Vec<bool> = pattern.iter().map(|&p| p != 0).collect();
     let has_ids: Vec<bool> =
         (0..convs.num_rows()).map(|i| ["em", "ph", "external_id", "click_id"].iter().any(|c| convs.column_by_name(c).expect("schema").is_valid(i))).collect();
 
@@ -673,11 +680,24 @@ pub(crate) async fn run(
             matched_nc: vec![0.0; cells * n_camp],
             unmatched_b_nc: vec![0.0; cells],
             holdout: vec![0.0; cells * n_camp],
-            click_matched: vec![0.0; days * n_camp],
-            click_failed: vec![0.0; days * n_camp],
+            nc_odds: vec![0.0; cells * n_camp],
             coincidental: vec![0.0; cells * width],
         };
 
+        // The chance that a touch shares a person identifier with a conversion, per identifier
+        // pattern of the conversion: measured on the click-id matches with person identifiers,
+        // whose touch is known — does the clicked touch share one too?
+        let mut shares = [(0.0, 0.0); 8];
+        for &i in &conv_ids {
+            if let Some(Some(shared)) = last[i].as_ref().map(|m| m.click_shares)
+                && has_person[i]
+                && !in_holdout(key.value(i), p.holdout, p.seed)
+            {
+                shares[pattern[i]].0 += f64::from(u8::from(shared));
+                shares[pattern[i]].1 += 1.0;
+            }
+        }
+        let shares: Vec<f64> = shares.iter().map(|(k, n)| (k + 1.0) / (n + 2.0)).collect();
         // Conversions into cells; lag kernels from the matched ones.
         let max_lag = [p.click_window_days.max(0) as usize, p.view_window_days.max(0) as usize];
         let mut lags = [vec![0.0; max_lag[0] + 1], vec![0.0; max_lag[1] + 1]];
@@ -702,16 +722,11 @@ pub(crate) async fn run(
                     }
                     let lag = (day - m.touch_day).clamp(0, max_lag[t] as i32) as usize;
                     lags[t][lag] += 1.0;
-                    if m.by_click && has_person[i] {
-                        w.click_matched[d * n_camp + c] += 1.0;
-                        if !m.id_matched {
-                            w.click_failed[d * n_camp + c] += 1.0;
-                        }
-                    }
                     if let Some(g) = g {
                         w.matched[g * width + c * 2 + t] += 1.0;
                         if !m.by_click {
                             w.matched_nc[g * n_camp + c] += 1.0;
+                            w.nc_odds[g * n_camp + c] += match_odds(shares[pattern[i]], m.id_touches);
                             let hours = (time.value(i) - m.touch_time).max(0) as f64 / HOUR as f64;
                             nc_lags[t].push((g, c, hours));
                         }
@@ -955,6 +970,16 @@ mod tests {
         assert!((75.0..125.0).contains(&found), "{found}");
     }
 
+    /// A conversion matched through one touch that shares an identifier with probability 0.9
+    /// stands for 0.1/0.9 unmatched ones; through two, for 0.01/0.99.
+    #[test]
+    fn match_odds_weigh_by_the_touches_that_matched() {
+        assert!((match_odds(0.9, 1) - 0.1 / 0.9).abs() < 1e-12);
+        assert!((match_odds(0.9, 2) - 0.01 / 0.99).abs() < 1e-12);
+        assert_eq!(match_odds(1.0, 1), 0.0);
+        assert_eq!(match_odds(0.0, 3), 0.0);
+    }
+
     /// Two cohorts, one campaign active only in the first: the EM must give the campaign the
     /// excess of unmatched conversions there and leave the organic rate to explain the second.
     #[test]
@@ -974,8 +999,7 @@ mod tests {
             matched_nc: vec![0.0; days * 2],
             unmatched_b_nc: vec![0.0; days * 2],
             holdout: vec![0.0; days * 2],
-            click_matched: vec![0.0; days],
-            click_failed: vec![0.0; days],
+            nc_odds: vec![0.0; days * 2],
             coincidental: vec![0.0; days * 2 * 2],
         };
         // Cohort 0: 100 clicks a day, 90 identified; matched 9 a day ⇒ ρ = 0.1.
