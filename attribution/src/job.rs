@@ -330,15 +330,30 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
                 heuristic_credits(Model::LastTouch, &path_touches, 0, options.half_life, &mut credits);
                 let i = credits.iter().position(|&c| c > 0.0)?;
                 let t = &touches[p[i].1 as usize];
+                let by_click = p.iter().map(|x| x.2).min() == Some(MatchKey::ClickId as u8);
+                // The path's other touches, for the conversions whose cause is not known from a click id.
+                let others = if by_click {
+                    Vec::new()
+                } else {
+                    p.iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .map(|(_, x)| {
+                            let o = &touches[x.1 as usize];
+                            (campaigns.names[o.campaign as usize].clone(), o.click, o.time)
+                        })
+                        .collect()
+                };
                 Some(MatchedTouchInfo {
                     channel: channels.names[t.channel as usize].clone(),
                     campaign: campaigns.names[t.campaign as usize].clone(),
                     click: t.click,
                     touch_day: t.time.div_euclid(DAY) as i32,
                     touch_time: t.time,
-                    by_click: p.iter().map(|x| x.2).min() == Some(MatchKey::ClickId as u8),
+                    by_click,
                     id_touches: id_touches[c],
                     click_shares: click_shares[c],
+                    others,
                 })
             })
             .collect();
