@@ -202,14 +202,31 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
         let (ta, tb) = (&touches[a.1 as usize], &touches[b.1 as usize]);
         a.0.cmp(&b.0).then(ta.time.cmp(&tb.time)).then_with(|| ta.touch_id.cmp(&tb.touch_id)).then(a.2.cmp(&b.2))
     });
-    // Whether a conversion shares a person identifier with any touch of its path (before the
-    // dedup below keeps only each touch's strongest key): the probabilistic step measures the
-    // identity-match failure rate on click-id matches by it.
-    let mut id_matched = vec![false; convs.num_rows()];
-    for &(c, _, k) in &pairs {
-        if k != MatchKey::ClickId as u8 {
-            id_matched[c as usize] = true;
+    // Per conversion (before the dedup below keeps only each touch's strongest key): how many
+    // touches of its path share a person identifier with it, and for a click-id match on a
+    // touch carrying person identifiers whether that touch also shares one. The probabilistic
+    // step measures the identity-match failure rate by them.
+    let mut id_touches = vec![0u32; convs.num_rows()];
+    let mut click_shares: Vec<Option<bool>> = vec![None; convs.num_rows()];
+    let mut i = 0;
+    while i < pairs.len() {
+        let (c, t, _) = pairs[i];
+        let (mut click, mut person, mut j) = (false, false, i);
+        while j < pairs.len() && pairs[j].0 == c && touches[pairs[j].1 as usize].touch_id == touches[t as usize].touch_id {
+            if pairs[j].2 == MatchKey::ClickId as u8 {
+                click = true;
+            } else {
+                person = true;
+            }
+            j += 1;
         }
+        if person {
+            id_touches[c as usize] += 1;
+        }
+        if click && touches[t as usize].identified {
+            click_shares[c as usize] = Some(click_shares[c as usize].unwrap_or(false) || person);
+        }
+        i = j;
     }
     // One entry per (conversion, touch_id): the first, i.e. the strongest key.
     pairs.dedup_by(|b, a| a.0 == b.0 && touches[a.1 as usize].touch_id == touches[b.1 as usize].touch_id);
@@ -313,14 +330,30 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
                 heuristic_credits(Model::LastTouch, &path_touches, 0, options.half_life, &mut credits);
                 let i = credits.iter().position(|&c| c > 0.0)?;
                 let t = &touches[p[i].1 as usize];
+                let by_click = p.iter().map(|x| x.2).min() == Some(MatchKey::ClickId as u8);
+                // The path's other touches, for the conversions whose cause is not known from a click id.
+                let others = if by_click {
+                    Vec::new()
+                } else {
+                    p.iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .map(|(_, x)| {
+                            let o = &touches[x.1 as usize];
+                            (campaigns.names[o.campaign as usize].clone(), o.click, o.time)
+                        })
+                        .collect()
+                };
                 Some(MatchedTouchInfo {
                     channel: channels.names[t.channel as usize].clone(),
                     campaign: campaigns.names[t.campaign as usize].clone(),
                     click: t.click,
                     touch_day: t.time.div_euclid(DAY) as i32,
                     touch_time: t.time,
-                    by_click: p.iter().map(|x| x.2).min() == Some(MatchKey::ClickId as u8),
-                    id_matched: id_matched[c],
+                    by_click,
+                    id_touches: id_touches[c],
+                    click_shares: click_shares[c],
+                    others,
                 })
             })
             .collect();

@@ -20,19 +20,25 @@
 //!    organic rate, the campaigns' conversions that failed to match although their touches
 //!    were identified, and those that could not match because the touches had lost their
 //!    identifiers (the separation's signature). θ₀, δ ≥ 0 are fitted by maximum likelihood
-//!    (EM). The failed-match rate φ is measured, not fitted: among click-id matches (whose cause
-//!    is known) carrying person identifiers, the share no person identifier matched, applied
-//!    to the campaign's matched conversions without a click id. ρ* is ρ without the
+//!    (EM). The failed-match rate φ is measured, not fitted: on the click-id matches (whose
+//!    touch is known), the chance `s` that a touch carrying person identifiers shares one with
+//!    the conversion, per identifier pattern of the conversion; a matched conversion without a
+//!    click id that shares one with `k` touches of its path stands for `(1 − s)^k / (1 − (1 − s)^k)`
+//!    unmatched ones of its campaign (inverse-probability weighting). ρ* is ρ without the
 //!    coincidental matches: per touch type, the lags (hours) of matched conversions without a
 //!    click id are an exponential (caused) plus uniform (coincidental: the person converted
-//!    for another reason while the touch was the latest) mixture, fitted by EM.
+//!    for another reason while the touch was the latest) mixture, fitted by EM. A coincidental
+//!    match was caused by another touch of its path or by what causes unmatched conversions
+//!    (organic, touches that lost their identifiers): shared out by their intensities per
+//!    person and hour (ρ* × lag density for the path's touches; the cell's fitted organic and
+//!    lost-identifier means per person), the path's share added to those campaigns' ρ*.
 //!    An unmatched conversion's credit to campaign `c` is `c`'s share of its cell's mean; the
 //!    organic share is the rest, so the credits sum to at most 1.
 //! 4. Unmatched conversions with no identifier at all could never have matched, whatever
 //!    caused them. Person identifiers (em, ph, external_id) are present independently of the
 //!    cause, a click id is not (only a click can pass one), so their causes are those of the
 //!    cell's conversions that carry person identifiers but no click id: the matched ones by
-//!    their campaign, the unmatched ones by step 3.
+//!    their causes (the coincidental ones shared out as in step 3), the unmatched ones by step 3.
 //!
 //! **Intervals.** A bootstrap over days (days resampled with replacement, ρ and θ refitted,
 //! B = 200) gives the estimator's spread; on top, each total gets the allocation noise of
@@ -77,8 +83,12 @@ pub(crate) struct MatchedTouchInfo {
     pub(crate) touch_time: i64,
     /// The conversion's strongest match key is its click id.
     pub(crate) by_click: bool,
-    /// Some touch of its path shares a person identifier (em, ph, external_id) with it.
-    pub(crate) id_matched: bool,
+    /// Touches of its path that share a person identifier (em, ph, external_id) with it.
+    pub(crate) id_touches: u32,
+    /// For a click-id match: whether the clicked touch also shares a person identifier.
+    pub(crate) click_shares: Option<bool>,
+    /// The path's other touches `(campaign, click, time µs)`; empty for click-id matches.
+    pub(crate) others: Vec<(String, bool, i64)>,
 }
 
 /// The knobs of the step.
@@ -325,15 +335,21 @@ struct World {
     unmatched_b_nc: Vec<f64>,
     /// Per cell × campaign: holdout conversions by their deterministic campaign.
     holdout: Vec<f64>,
-    /// Per day × campaign: matched (non-holdout) conversions carrying person identifiers whose
-    /// path has a click-id match, and those of them no person identifier matched — without
-    /// their click id they would have been unmatched.
-    click_matched: Vec<f64>,
-    click_failed: Vec<f64>,
+    /// Per cell × campaign: Σ over the matched (non-holdout) conversions without a click id of
+    /// the odds that such a conversion goes unmatched (see [`match_odds`]).
+    nc_odds: Vec<f64>,
     /// Per cell × (campaign, type): the expected number of the matched (non-holdout)
     /// conversions that are coincidental — the person converted for another reason while the
     /// touch happened to be the latest in the window (see [`coincidence`]).
     coincidental: Vec<f64>,
+    /// Per cell × (campaign, type): the expected number of the coincidental matches that another
+    /// touch of their path caused (shared out in [`run`] after a first fit).
+    reassigned: Vec<f64>,
+    /// Per cell × campaign: the expected causes of the matched conversions without a click id —
+    /// the non-coincidental part by their deterministic campaign, the coincidental part by the
+    /// other touches of their path and the cell's touches that lost their identifiers (the rest
+    /// of it is organic).
+    nc_cause: Vec<f64>,
 }
 
 /// Per matched conversion without a click id `(campaign, lag in hours)`, of one touch type
@@ -346,10 +362,10 @@ struct World {
 /// uniform. A two-component mixture fitted by EM (per campaign its own causal share, shrunk to
 /// the pooled share) separates the two; each conversion's coincidental probability is its
 /// posterior under the uniform component. Click-id matches are causal and not part of it.
-fn coincidence(lags: &[(usize, f64)], campaigns: usize, window: f64) -> Vec<f64> {
+fn coincidence(lags: &[(usize, f64)], campaigns: usize, window: f64) -> (Vec<f64>, Option<f64>) {
     const PRIOR: f64 = 20.0;
     if lags.is_empty() || window <= 0.0 {
-        return vec![0.0; lags.len()];
+        return (vec![0.0; lags.len()], None);
     }
     let uniform = 1.0 / window;
     let mean: f64 = lags.iter().map(|l| l.1).sum::<f64>() / lags.len() as f64;
@@ -390,7 +406,7 @@ fn coincidence(lags: &[(usize, f64)], campaigns: usize, window: f64) -> Vec<f64>
         }
         rate = (lo * hi).sqrt();
     }
-    r.iter().map(|v| 1.0 - v).collect()
+    (r.iter().map(|v| 1.0 - v).collect(), Some(rate))
 }
 
 /// What the matched conversions say per (campaign, type), under day weights: `rho` matched
@@ -404,10 +420,16 @@ struct Rates {
     fail: Vec<f64>,
 }
 
-/// Pseudo-conversions at the pooled failure rate added to each campaign's own count: failures
-/// are rare (about 1 in 70 click-id matches on the sample world), so a campaign's own rate
-/// carries half the weight only once it has this many click-id matches.
-const FAIL_PRIOR: f64 = 400.0;
+/// The odds that a conversion with person identifiers but no click id goes unmatched, from a
+/// matched one that shares a person identifier with `k` touches of its path: each eligible
+/// touch shares one with probability `s` (measured per identifier pattern of the conversion),
+/// so a conversion like it matches with probability `1 − (1 − s)^k` and for each one matched
+/// `(1 − s)^k / (1 − (1 − s)^k)` like it did not (inverse-probability weighting; `k` is a lower
+/// bound of the eligible touches, so the odds are an upper bound).
+fn match_odds(s: f64, k: u32) -> f64 {
+    let q = (1.0 - s).clamp(0.0, 1.0).powi(k.max(1) as i32);
+    if q < 1.0 { q / (1.0 - q) } else { 0.0 }
+}
 
 impl World {
     fn width(&self) -> usize {
@@ -423,11 +445,8 @@ impl World {
     /// ρ and the failed-match rates per (campaign, type) with day weights `w`.
     ///
     /// A conversion caused by campaign `c` that carries person identifiers but no click id
-    /// matches when a touch of its path shares one of them; the share that does not is
-    /// measured on the conversions whose cause is known — the click-id matches: among those
-    /// carrying person identifiers, the share `φ` no person identifier matched (shrunk towards
-    /// the pooled share with `FAIL_PRIOR` pseudo-conversions). For every matched conversion of
-    /// `c` without a click id, `φ / (1 − φ)` like it went unmatched.
+    /// matches when a touch of its path shares one of them; for every matched conversion of `c`
+    /// without a click id, its [`match_odds`] like it went unmatched.
     #[allow(clippy::needless_range_loop)] // parallel arrays indexed by campaign and day
     fn rates(&self, w: &[f64]) -> Rates {
         let width = self.width();
@@ -436,6 +455,7 @@ impl World {
         let mut a = vec![0.0; width];
         let mut nc = vec![0.0; n];
         let mut co = vec![0.0; width];
+        let mut re = vec![0.0; width];
         for g in 0..self.cells() {
             let wd = w[self.day_of(g)];
             if wd == 0.0 || self.suppressed[g % self.cohorts] {
@@ -445,33 +465,33 @@ impl World {
                 m[j] += wd * self.matched[g * width + j];
                 a[j] += wd * self.act_id[g * width + j];
                 co[j] += wd * self.coincidental[g * width + j];
+                re[j] += wd * self.reassigned[g * width + j];
             }
             for c in 0..n {
                 nc[c] += wd * self.matched_nc[g * n + c];
             }
         }
         let rho: Vec<f64> = m.iter().zip(&a).map(|(m, a)| if *a > 0.0 { m / a } else { 0.0 }).collect();
-        let causal: Vec<f64> = (0..width).map(|j| if a[j] > 0.0 { (m[j] - co[j]).max(0.0) / a[j] } else { 0.0 }).collect();
-        let (mut clicked, mut failed) = (vec![0.0; n], vec![0.0; n]);
-        for d in 0..self.days {
-            if w[d] == 0.0 {
+        let causal: Vec<f64> = (0..width).map(|j| if a[j] > 0.0 { (m[j] - co[j] + re[j]).max(0.0) / a[j] } else { 0.0 }).collect();
+        let mut odds = vec![0.0; n];
+        for g in 0..self.cells() {
+            let wd = w[self.day_of(g)];
+            if wd == 0.0 || self.suppressed[g % self.cohorts] {
                 continue;
             }
             for c in 0..n {
-                clicked[c] += w[d] * self.click_matched[d * n + c];
-                failed[c] += w[d] * self.click_failed[d * n + c];
+                odds[c] += wd * self.nc_odds[g * n + c];
             }
         }
-        let (all_clicked, all_failed) = (clicked.iter().sum::<f64>(), failed.iter().sum::<f64>());
-        let pooled = if all_clicked > 0.0 { all_failed / all_clicked } else { 0.0 };
         let mut fail = vec![0.0; width];
         for c in 0..n {
-            let phi = ((failed[c] + FAIL_PRIOR * pooled) / (clicked[c] + FAIL_PRIOR)).min(0.95);
-            let coincidental = co[c * 2] + co[c * 2 + 1];
-            let matched = m[c * 2] + m[c * 2 + 1] - coincidental;
-            let share_nc = if matched > 0.0 { ((nc[c] - coincidental) / matched).clamp(0.0, 1.0) } else { 0.0 };
+            let odds = if nc[c] > 0.0 { odds[c] / nc[c] } else { 0.0 };
+            // Coincidental matches out, the matches other campaigns' touches caused in (all without a click id).
+            let moved = re[c * 2] + re[c * 2 + 1] - co[c * 2] - co[c * 2 + 1];
+            let matched = m[c * 2] + m[c * 2 + 1] + moved;
+            let share_nc = if matched > 0.0 { ((nc[c] + moved) / matched).clamp(0.0, 1.0) } else { 0.0 };
             for t in 0..2 {
-                fail[c * 2 + t] = causal[c * 2 + t] * share_nc * phi / (1.0 - phi);
+                fail[c * 2 + t] = causal[c * 2 + t] * share_nc * odds;
             }
         }
         Rates { rho, causal, fail }
@@ -554,15 +574,14 @@ impl World {
         // Type a (no identifier at all): the cause mix of the cell's conversions that carry
         // person identifiers but no click id — person identifiers are present independently of
         // the cause, a click id is not (only click-caused conversions can carry one).
-        // The matched ones count with their deterministic campaign, coincidental matches
-        // included: those are partly organic and partly other campaigns' conversions (a view
-        // the last-touch rule gave to an earlier click), and neither dropping them nor spreading
-        // them with the unmatched mix did better on the sample world (docs/measurement.md).
+        // The matched ones count with their expected causes (`nc_cause`): a coincidental match
+        // goes to the other touches of its path or to the organic share, not to the touch the
+        // last-touch rule picked.
         let matched: f64 = (0..n).map(|c| self.matched_nc[g * n + c]).sum();
         let ub = self.unmatched_b_nc[g];
         let total = matched + ub;
         for c in 0..n {
-            a[c] = if total > 0.0 { (self.matched_nc[g * n + c] + ub * b[c]) / total } else { b[c] };
+            a[c] = if total > 0.0 { (self.nc_cause[g * n + c] + ub * b[c]) / total } else { b[c] };
         }
     }
 }
@@ -589,8 +608,12 @@ pub(crate) async fn run(
     let value = convs.column_by_name("value").expect("schema").as_primitive::<Float64Type>();
     let click_col = convs.column_by_name("click_id").expect("schema");
     let has_click: Vec<bool> = (0..convs.num_rows()).map(|i| click_col.is_valid(i)).collect();
-    let has_person: Vec<bool> =
-        (0..convs.num_rows()).map(|i| ["em", "ph", "external_id"].iter().any(|c| convs.column_by_name(c).expect("schema").is_valid(i))).collect();
+    let pattern: Vec<usize> = (0..convs.num_rows())
+        .map(|i| {
+            ["em", "ph", "external_id"].iter().enumerate().filter(|(_, c)| convs.column_by_name(c).expect("schema").is_valid(i)).map(|(b, _)| 1 << b).sum()
+        })
+        .collect();
+    let has_person: Vec<bool> = pattern.iter().map(|&p| p != 0).collect();
     let has_ids: Vec<bool> =
         (0..convs.num_rows()).map(|i| ["em", "ph", "external_id", "click_id"].iter().any(|c| convs.column_by_name(c).expect("schema").is_valid(i))).collect();
 
@@ -673,17 +696,32 @@ pub(crate) async fn run(
             matched_nc: vec![0.0; cells * n_camp],
             unmatched_b_nc: vec![0.0; cells],
             holdout: vec![0.0; cells * n_camp],
-            click_matched: vec![0.0; days * n_camp],
-            click_failed: vec![0.0; days * n_camp],
+            nc_odds: vec![0.0; cells * n_camp],
             coincidental: vec![0.0; cells * width],
+            reassigned: vec![0.0; cells * width],
+            nc_cause: vec![0.0; cells * n_camp],
         };
 
+        // The chance that a touch shares a person identifier with a conversion, per identifier
+        // pattern of the conversion: measured on the click-id matches with person identifiers,
+        // whose touch is known — does the clicked touch share one too?
+        let mut shares = [(0.0, 0.0); 8];
+        for &i in &conv_ids {
+            if let Some(Some(shared)) = last[i].as_ref().map(|m| m.click_shares)
+                && has_person[i]
+                && !in_holdout(key.value(i), p.holdout, p.seed)
+            {
+                shares[pattern[i]].0 += f64::from(u8::from(shared));
+                shares[pattern[i]].1 += 1.0;
+            }
+        }
+        let shares: Vec<f64> = shares.iter().map(|(k, n)| (k + 1.0) / (n + 2.0)).collect();
         // Conversions into cells; lag kernels from the matched ones.
         let max_lag = [p.click_window_days.max(0) as usize, p.view_window_days.max(0) as usize];
         let mut lags = [vec![0.0; max_lag[0] + 1], vec![0.0; max_lag[1] + 1]];
         let mut cell_of_conv: Vec<(usize, Option<usize>)> = Vec::new();
         let mut holdout_convs: Vec<(usize, usize)> = Vec::new();
-        let mut nc_lags: [Vec<(usize, usize, f64)>; 2] = [Vec::new(), Vec::new()];
+        let mut nc_lags: [Vec<(usize, usize, f64, usize)>; 2] = [Vec::new(), Vec::new()];
         for &i in &conv_ids {
             let day = time.value(i).div_euclid(DAY) as i32;
             let d = (day - from_day) as usize;
@@ -702,18 +740,13 @@ pub(crate) async fn run(
                     }
                     let lag = (day - m.touch_day).clamp(0, max_lag[t] as i32) as usize;
                     lags[t][lag] += 1.0;
-                    if m.by_click && has_person[i] {
-                        w.click_matched[d * n_camp + c] += 1.0;
-                        if !m.id_matched {
-                            w.click_failed[d * n_camp + c] += 1.0;
-                        }
-                    }
                     if let Some(g) = g {
                         w.matched[g * width + c * 2 + t] += 1.0;
                         if !m.by_click {
                             w.matched_nc[g * n_camp + c] += 1.0;
+                            w.nc_odds[g * n_camp + c] += match_odds(shares[pattern[i]], m.id_touches);
                             let hours = (time.value(i) - m.touch_time).max(0) as f64 / HOUR as f64;
-                            nc_lags[t].push((g, c, hours));
+                            nc_lags[t].push((g, c, hours, i));
                         }
                     }
                 }
@@ -739,12 +772,25 @@ pub(crate) async fn run(
                 }
             }
         }
+        // Per matched conversion without a click id `(cell, campaign, conversion, coincidental
+        // probability)`, and per touch type the causal lag density (per hour).
+        let mut nc_convs: Vec<(usize, usize, usize, f64)> = Vec::new();
+        let mut lag_density: Vec<Box<dyn Fn(f64) -> f64>> = Vec::new();
         for (t, entries) in nc_lags.iter().enumerate() {
             let window = 24.0 * max_lag[t] as f64;
-            let by_campaign: Vec<(usize, f64)> = entries.iter().map(|&(_, c, x)| (c, x.min(window))).collect();
-            for (&(g, c, _), p) in entries.iter().zip(coincidence(&by_campaign, n_camp, window)) {
+            let by_campaign: Vec<(usize, f64)> = entries.iter().map(|&(_, c, x, _)| (c, x.min(window))).collect();
+            let (probs, rate) = coincidence(&by_campaign, n_camp, window);
+            for (&(g, c, _, i), p) in entries.iter().zip(probs) {
                 w.coincidental[g * width + c * 2 + t] += p;
+                w.nc_cause[g * n_camp + c] += 1.0 - p;
+                nc_convs.push((g, c, i, p));
             }
+            lag_density.push(match rate {
+                Some(rate) if window > 0.0 => {
+                    Box::new(move |x: f64| if (0.0..=window).contains(&x) { rate * (-rate * x).exp() / -(-rate * window).exp_m1() } else { 0.0 })
+                }
+                _ => Box::new(move |x: f64| if (0.0..=window).contains(&x) && window > 0.0 { 1.0 / window } else { 0.0 }),
+            });
         }
         for l in &mut lags {
             let s: f64 = l.iter().sum();
@@ -773,10 +819,50 @@ pub(crate) async fn run(
             }
         }
 
-        // Point fit.
+        // Point fit: a first fit without the coincidental matches' causes, which gives the rates
+        // those causes are weighed by, then the fit with them.
         let ones = vec![1.0; days];
         let rho = w.rates(&ones);
         let theta = w.fit(&rho, &ones, [1e-3, 1.0, 0.5], EM_ITERATIONS);
+        // A coincidental match was caused by another touch of its path, or by what causes the
+        // unmatched conversions — organic, or a touch that had lost its identifiers: in
+        // proportion to each one's intensity per person and hour, the path's touches at their
+        // lags (ρ* × the touch type's lag density), the others the cell's fitted means
+        // (θ₀ · population and δ · ρ* · unidentified touches) per person. All are rates of
+        // conversions carrying identifiers.
+        for &(g, _, i, p_co) in &nc_convs {
+            let Some(m) = &last[i] else { continue };
+            let people = w.population[g % cohorts] * 24.0;
+            if people <= 0.0 {
+                continue;
+            }
+            let organic = theta[0] / 24.0;
+            let lost: Vec<f64> = (0..width).map(|j| theta[2] * rho.causal[j] * (w.act[g * width + j] - w.act_id[g * width + j]).max(0.0) / people).collect();
+            let causes: Vec<(usize, f64)> = m
+                .others
+                .iter()
+                .filter_map(|(camp, click, t)| {
+                    let c = *campaign_index.get(camp)?;
+                    let ty = usize::from(!*click);
+                    let hours = (time.value(i) - t) as f64 / HOUR as f64;
+                    Some((c * 2 + ty, rho.causal[c * 2 + ty] * lag_density[ty](hours)))
+                })
+                .collect();
+            let total = organic + lost.iter().sum::<f64>() + causes.iter().map(|x| x.1).sum::<f64>();
+            if total <= 0.0 {
+                continue;
+            }
+            for (j, intensity) in causes {
+                let share = p_co * intensity / total;
+                w.reassigned[g * width + j] += share;
+                w.nc_cause[g * n_camp + j / 2] += share;
+            }
+            for (j, intensity) in lost.iter().enumerate() {
+                w.nc_cause[g * n_camp + j / 2] += p_co * intensity / total;
+            }
+        }
+        let rho = w.rates(&ones);
+        let theta = w.fit(&rho, &ones, theta, EM_ITERATIONS);
         summary.fitted.insert(adv.clone(), theta);
         let mut b = vec![0.0; n_camp];
         let mut av = vec![0.0; n_camp];
@@ -951,8 +1037,18 @@ mod tests {
         let mut rng = Rng(3);
         let mut lags: Vec<(usize, f64)> = (0..300).map(|_| (0, (-24.0 * rng.uniform().max(1e-12).ln()).min(168.0))).collect();
         lags.extend((0..100).map(|_| (0, 168.0 * rng.uniform())));
-        let found: f64 = coincidence(&lags, 1, 168.0).iter().sum();
+        let found: f64 = coincidence(&lags, 1, 168.0).0.iter().sum();
         assert!((75.0..125.0).contains(&found), "{found}");
+    }
+
+    /// A conversion matched through one touch that shares an identifier with probability 0.9
+    /// stands for 0.1/0.9 unmatched ones; through two, for 0.01/0.99.
+    #[test]
+    fn match_odds_weigh_by_the_touches_that_matched() {
+        assert!((match_odds(0.9, 1) - 0.1 / 0.9).abs() < 1e-12);
+        assert!((match_odds(0.9, 2) - 0.01 / 0.99).abs() < 1e-12);
+        assert_eq!(match_odds(1.0, 1), 0.0);
+        assert_eq!(match_odds(0.0, 3), 0.0);
     }
 
     /// Two cohorts, one campaign active only in the first: the EM must give the campaign the
@@ -974,9 +1070,10 @@ mod tests {
             matched_nc: vec![0.0; days * 2],
             unmatched_b_nc: vec![0.0; days * 2],
             holdout: vec![0.0; days * 2],
-            click_matched: vec![0.0; days],
-            click_failed: vec![0.0; days],
+            nc_odds: vec![0.0; days * 2],
             coincidental: vec![0.0; days * 2 * 2],
+            reassigned: vec![0.0; days * 2 * 2],
+            nc_cause: vec![0.0; days * 2],
         };
         // Cohort 0: 100 clicks a day, 90 identified; matched 9 a day ⇒ ρ = 0.1.
         // Unmatched: organic 2/day in both; cohort 0 adds 0.1 × 10 unidentified = 1/day.

@@ -164,6 +164,8 @@ pub(crate) struct MatchedTouch {
     pub(crate) channel: u32,
     /// Partition-local campaign id (made global when the partitions are merged).
     pub(crate) campaign: u32,
+    /// The touch carries a person identifier (em, ph or external_id).
+    pub(crate) identified: bool,
 }
 
 /// What one scan partition found.
@@ -268,7 +270,8 @@ fn sweep_batch(batch: &RecordBatch, index: &ConversionIndex, params: &SweepParam
             let ti = part.touches.len() as u32;
             let ch = part.channels.id(channel.value(i));
             let ca = part.campaigns.id(campaign.value(i));
-            part.touches.push(MatchedTouch { touch_id: touch_id.value(i).to_owned(), time: t, click, channel: ch, campaign: ca });
+            let identified = keys[1..].iter().any(Option::is_some);
+            part.touches.push(MatchedTouch { touch_id: touch_id.value(i).to_owned(), time: t, click, channel: ch, campaign: ca, identified });
             part.pairs.extend(hits.iter().map(|&(conv, k)| (conv, ti, k)));
         } else if let Some(steps) = steps.as_deref_mut() {
             // Person: em, then ph, then external_id, then click_id.
