@@ -454,6 +454,7 @@ impl World {
         let mut m = vec![0.0; width];
         let mut a = vec![0.0; width];
         let mut nc = vec![0.0; n];
+        let mut odds = vec![0.0; n];
         let mut co = vec![0.0; width];
         let mut re = vec![0.0; width];
         for g in 0..self.cells() {
@@ -469,20 +470,11 @@ impl World {
             }
             for c in 0..n {
                 nc[c] += wd * self.matched_nc[g * n + c];
+                odds[c] += wd * self.nc_odds[g * n + c];
             }
         }
         let rho: Vec<f64> = m.iter().zip(&a).map(|(m, a)| if *a > 0.0 { m / a } else { 0.0 }).collect();
         let causal: Vec<f64> = (0..width).map(|j| if a[j] > 0.0 { (m[j] - co[j] + re[j]).max(0.0) / a[j] } else { 0.0 }).collect();
-        let mut odds = vec![0.0; n];
-        for g in 0..self.cells() {
-            let wd = w[self.day_of(g)];
-            if wd == 0.0 || self.suppressed[g % self.cohorts] {
-                continue;
-            }
-            for c in 0..n {
-                odds[c] += wd * self.nc_odds[g * n + c];
-            }
-        }
         let mut fail = vec![0.0; width];
         for c in 0..n {
             let odds = if nc[c] > 0.0 { odds[c] / nc[c] } else { 0.0 };
