@@ -76,8 +76,8 @@ pub struct Segment {
 }
 
 enum Command {
-    /// `frame` is a payload behind [`HEADER`] zero bytes, which the writer fills in (the
-    /// header names the segment the frame lands in, known only there).
+    /// `frame` is complete but for its segment seq, which the writer fills in (the segment the
+    /// frame lands in is known only there).
     Append {
         frame: Vec<u8>,
         ack: oneshot::Sender<Result<(), WalError>>,
@@ -166,7 +166,7 @@ impl Writer {
             for command in std::iter::once(first).chain(std::iter::from_fn(|| commands.try_recv().ok())) {
                 match command {
                     Command::Append { mut frame, ack } => {
-                        seal_frame(&mut frame, self.seq);
+                        stamp_seq(&mut frame, self.seq);
                         group.push((frame, ack));
                     }
                     Command::Seal { ack } => seals.push(ack),
@@ -229,13 +229,9 @@ impl Writer {
     /// size (the bytes that can be overwritten without growing it).
     fn open_segment(&mut self) -> std::io::Result<(File, u64)> {
         let path = segment_path(&self.dir, self.seq);
-        if let Some(spare) = list_spares(&self.dir)?.into_iter().next()
-            && fs::rename(&spare, &path).is_ok()
-        {
-            tally_core::keystore::sync_dir(&self.dir)?;
-            let file = OpenOptions::new().write(true).open(&path)?;
-            let capacity = file.metadata()?.len();
-            return Ok((file, capacity));
+        if let Some(spare) = list_spares(&self.dir)?.into_iter().next() {
+            // If the rename fails, a new file serves as well.
+            let _ = fs::rename(&spare, &path);
         }
         let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
         tally_core::keystore::sync_dir(&self.dir)?;
@@ -344,7 +340,8 @@ fn tag_table(tag: u8) -> Option<Table> {
     Table::BASE.into_iter().find(|t| table_tag(*t) == tag)
 }
 
-/// The frame of `batch` with its header left blank: [`seal_frame`] fills it in.
+/// The frame of `batch` but for its segment seq ([`stamp_seq`]): encoded and checksummed by
+/// the request's task, so the single writer thread only copies it out.
 fn encode_payload(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut frame = vec![0; HEADER];
     frame.push(table_tag(table));
@@ -352,17 +349,17 @@ fn encode_payload(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, arrow::e
     w.write(batch)?;
     w.finish()?;
     drop(w);
-    Ok(frame)
-}
-
-/// Writes the header of a frame from [`encode_payload`] for segment `seq`.
-fn seal_frame(frame: &mut [u8], seq: u64) {
     let (header, payload) = frame.split_at_mut(HEADER);
     let crc = crc32fast::hash(payload);
     header[..4].copy_from_slice(MAGIC);
-    header[4..12].copy_from_slice(&seq.to_le_bytes());
     header[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     header[16..20].copy_from_slice(&crc.to_le_bytes());
+    Ok(frame)
+}
+
+/// Names segment `seq` in a frame from [`encode_payload`].
+fn stamp_seq(frame: &mut [u8], seq: u64) {
+    frame[4..12].copy_from_slice(&seq.to_le_bytes());
 }
 
 /// What replaying a segment found.
