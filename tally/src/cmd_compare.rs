@@ -87,14 +87,14 @@ pub(crate) async fn run(settings: &Settings, cmd: CompareCommand) -> Result<()> 
     audit_log(settings)?.append(&actor, Action::Query, detail)?;
     let advertiser = reader.advertiser();
     match &cmd {
-        CompareCommand::ClientServer { common } => {
+        CompareCommand::ClientServer { .. } => {
             let batch = client_server(&store, &key_id, &ctx, from, to, advertiser).await?;
             print(&batch, common.format)?;
             if let Some(path) = &common.html {
                 write_report(&session().await?, path, Some((from, to)), Some(&batch), None).await?;
             }
         }
-        CompareCommand::Prepost { cutover, control, common } => {
+        CompareCommand::Prepost { cutover, control, .. } => {
             let pp = prepost(&store, &key_id, &ctx, from, to, *cutover, control, advertiser).await?;
             print(&pp.rows, common.format)?;
             if let Some(path) = &common.html {
