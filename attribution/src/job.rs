@@ -22,9 +22,9 @@ use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, RecordBatch, String
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
 use chrono::{Duration, NaiveDate};
+use futures::StreamExt;
 use tally_core::schema::{DerivedTable, Table};
 use tally_core::{PartitionedWriter, Store};
-use futures::StreamExt;
 use tracing::instrument;
 
 use crate::dedup::{dedup, to_table_schema};
@@ -145,14 +145,17 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     // 2. Index and sweep.
     progress(Progress::Stage("matching touches"));
     let mut advertisers = Interner::default();
-    let conv_adv: Vec<u32> = convs.column_by_name("advertiser_id").expect("schema").as_string::<i32>().iter().map(|a| advertisers.id(a.unwrap_or_default())).collect();
+    let conv_adv: Vec<u32> =
+        convs.column_by_name("advertiser_id").expect("schema").as_string::<i32>().iter().map(|a| advertisers.id(a.unwrap_or_default())).collect();
     if advertisers.names.len() > usize::from(u16::MAX) {
         return Err(Error::Input("more than 65,535 advertisers in one run".into()));
     }
     let index = Arc::new(ConversionIndex::build(&convs, &conv_adv, options.click_window, options.view_window)?);
     let params = Arc::new(SweepParams { click_window: options.click_window, view_window: options.view_window, advertisers: advertisers.clone() });
     let markov = options.models.contains(&Model::Markov);
-    let spill_dir = Arc::new(tempfile::Builder::new().prefix("tally-attribute-").tempdir().map_err(|e| Error::MemoryLimit(format!("cannot create a spill directory: {e}")))?);
+    let spill_dir = Arc::new(
+        tempfile::Builder::new().prefix("tally-attribute-").tempdir().map_err(|e| Error::MemoryLimit(format!("cannot create a spill directory: {e}")))?,
+    );
     let streams = scan::touchpoints(&ctx, from_us - options.max_window(), to_end_us).await?.execute_stream_partitioned().await?;
     tracing::debug!(partitions = streams.len(), "touch scan");
     let scanned = Arc::new(AtomicUsize::new(0));
@@ -382,7 +385,18 @@ pub async fn run(store: &Store, key_id: &str, options: &Options, progress: Arc<d
     let mut dedup_writer = store.derived_writer(DerivedTable::ConversionsDedup, &stamp);
     let mut attr_writer = store.derived_writer(DerivedTable::AttributedConversions, &stamp);
     let models: Vec<Model> = Model::ALL.into_iter().filter(|m| options.models.contains(m)).collect();
-    let ctx_out = OutputContext { convs: &convs, conv_adv: &conv_adv, touches: &touches, pairs: &pairs, offsets: &offsets, channels: &channels, campaigns: &campaigns, effects: &effects, models: &models, half_life: options.half_life };
+    let ctx_out = OutputContext {
+        convs: &convs,
+        conv_adv: &conv_adv,
+        touches: &touches,
+        pairs: &pairs,
+        offsets: &offsets,
+        channels: &channels,
+        campaigns: &campaigns,
+        effects: &effects,
+        models: &models,
+        half_life: options.half_life,
+    };
     let (dedup_result, attr_result) = std::thread::scope(|scope| {
         let dedup_handle = scope.spawn(|| dedup_writer.write(&convs).map(|_| convs.num_rows()));
         let attr = write_attributed(&ctx_out, &mut attr_writer, &mut summary.credit);
@@ -463,22 +477,25 @@ fn write_attributed(o: &OutputContext<'_>, writer: &mut PartitionedWriter, credi
     let mut credits: Vec<f64> = Vec::new();
     let mut channels: Vec<usize> = Vec::new();
     let n = o.convs.num_rows();
-    let mut start = 0;
-    while start < n {
-        let end = (start + CHUNK_CONVERSIONS).min(n);
-        let mut b = RowBuilder::default();
-        for c in start..end {
-            let path = &o.pairs[o.offsets[c] as usize..o.offsets[c + 1] as usize];
-            if path.is_empty() {
-                continue;
-            }
-            path_touches.clear();
-            path_touches.extend(path.iter().map(|&(_, t, _)| {
-                let t = &o.touches[t as usize];
-                PathTouch { time: t.time, click: t.click, channel: t.channel as usize }
-            }));
-            let v = value.is_valid(c).then(|| value.value(c));
-            for &model in o.models {
+    // Model by model: each file then holds one model's rows after another's, and a report's
+    // `model = …` filter skips the other models' pages (page statistics on `model`, see
+    // `tally_core::store`).
+    for &model in o.models {
+        let mut start = 0;
+        while start < n {
+            let end = (start + CHUNK_CONVERSIONS).min(n);
+            let mut b = RowBuilder::default();
+            for c in start..end {
+                let path = &o.pairs[o.offsets[c] as usize..o.offsets[c + 1] as usize];
+                if path.is_empty() {
+                    continue;
+                }
+                path_touches.clear();
+                path_touches.extend(path.iter().map(|&(_, t, _)| {
+                    let t = &o.touches[t as usize];
+                    PathTouch { time: t.time, click: t.click, channel: t.channel as usize }
+                }));
+                let v = value.is_valid(c).then(|| value.value(c));
                 if model == Model::Markov {
                     channels.clear();
                     channels.extend(path_touches.iter().map(|t| t.channel));
@@ -507,12 +524,12 @@ fn write_attributed(o: &OutputContext<'_>, writer: &mut PartitionedWriter, credi
                     });
                 }
             }
+            rows += b.rows;
+            if b.rows > 0 {
+                writer.write(&b.finish()?)?;
+            }
+            start = end;
         }
-        rows += b.rows;
-        if b.rows > 0 {
-            writer.write(&b.finish()?)?;
-        }
-        start = end;
     }
     for (m, per_channel) in sums.iter().enumerate() {
         for (ch, s) in per_channel.iter().enumerate() {

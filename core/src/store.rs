@@ -98,9 +98,13 @@ fn layout_properties(table: Layout, stamp: &FileStamp) -> WriterProperties {
     for field in table.schema().fields().iter() {
         let column = || ColumnPath::from(field.name().as_str());
         let is_id = field.data_type() == &id_type();
-        // Min/max of text and identifier columns cost a comparison per value and prune nothing:
-        // every row group holds most of their values. Times and numbers keep theirs.
-        if is_id || field.data_type() == &arrow::datatypes::DataType::Utf8 {
+        if table.clustered_columns().contains(&field.name().as_str()) {
+            // The writer groups rows by these: page min/max let a filter on them skip the pages
+            // of the other values (the Parquet page index).
+            b = b.set_column_statistics_enabled(column(), EnabledStatistics::Page);
+        } else if is_id || field.data_type() == &arrow::datatypes::DataType::Utf8 {
+            // Min/max of text and identifier columns cost a comparison per value and prune
+            // nothing: every row group holds most of their values. Times and numbers keep theirs.
             b = b.set_column_statistics_enabled(column(), EnabledStatistics::None);
         }
         // Pseudonyms are uniformly random bytes: zstd cannot shrink them, only spend time trying.
@@ -153,6 +157,15 @@ impl Layout {
         match self {
             Layout::Base(t) => t.partition_time_column(),
             Layout::Derived(t) => t.partition_time_column(),
+        }
+    }
+    /// Text columns whose values the writer of this table keeps together in each file (so they
+    /// get page statistics): `attributed_conversions` is written model by model
+    /// (`tally-attribution`), and nearly every report filters on `model` and `method`.
+    fn clustered_columns(self) -> &'static [&'static str] {
+        match self {
+            Layout::Derived(DerivedTable::AttributedConversions) => &["model", "method"],
+            _ => &[],
         }
     }
     fn partition(self, advertiser: AdvertiserId, date: NaiveDate) -> PartitionPath {

@@ -13,11 +13,14 @@ Per report, interleaved RUNS times, fastest kept (the machine is shared and nois
   process (start-up, catalog, the audit entry, the query, CSV to /dev/null).
 - DuckDB (2 threads, like the machine): a fresh in-process connection, views over the same
   advertiser's hive directories, the report's SQL with its `$param`s replaced by the same
-  literals and `safe_div` as a macro, rows fetched. Process start-up is not counted for DuckDB.
+  literals and Tally's functions (`safe_div`, `path_agg`) as macros, rows fetched. Process start-up is not counted for DuckDB.
+Both outputs are compared cell by cell (numbers to 1e-9); a difference fails the run.
 Prints a Markdown table for docs/benchmarks.md.
 """
 
 import argparse
+import csv
+import io
 import os
 import re
 import statistics
@@ -30,6 +33,18 @@ import duckdb
 HERE = Path(__file__).resolve().parent
 REPORTS = HERE.parent / "reports"
 TABLES = ["conversions", "touchpoints", "spend", "baseline", "conversions_dedup", "attributed_conversions"]
+
+
+# Tally's SQL functions as DuckDB macros (queries/src/udf.rs, queries/src/path_agg.rs).
+MACROS = [
+    "CREATE MACRO safe_div(a, b) AS CASE WHEN b = 0 THEN NULL ELSE a / b END",
+    # path_agg: channels in (touch_time, touch_id) order, consecutive repeats collapsed into `ch xN`.
+    "CREATE MACRO run_starts(l) AS list_filter(range(1, len(l) + 1), lambda i: i = 1 OR l[i] <> l[i - 1])",
+    """CREATE MACRO collapse_runs(l) AS array_to_string(list_transform(run_starts(l),
+        lambda s, j: l[s] || CASE WHEN coalesce(run_starts(l)[j + 1], len(l) + 1) - s > 1
+            THEN ' x' || (coalesce(run_starts(l)[j + 1], len(l) + 1) - s)::VARCHAR ELSE '' END), ' > ')""",
+    "CREATE MACRO path_agg(ch, t, id) AS collapse_runs(list(ch ORDER BY t, id))",
+]
 
 
 def params(sql):
@@ -59,7 +74,8 @@ def duck_sql(sql, values):
 def duck_connection(data, advertiser, threads):
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
-    con.execute("CREATE MACRO safe_div(a, b) AS CASE WHEN b = 0 THEN NULL ELSE a / b END")
+    for macro in MACROS:
+        con.execute(macro)
     for t in TABLES:
         d = Path(data) / t / f"advertiser_id={advertiser}"
         if d.exists():
@@ -82,7 +98,8 @@ def run_tally(tally, data, config, name, advertiser, values):
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"tally report {name} failed: {out.stderr.decode()}")
-    return elapsed, max(0, out.stdout.count(b"\n") - 1)
+    rows = list(csv.reader(io.StringIO(out.stdout.decode())))[1:]
+    return elapsed, rows
 
 
 def run_duck(data, advertiser, threads, sql):
@@ -91,7 +108,32 @@ def run_duck(data, advertiser, threads, sql):
     rows = con.execute(sql).fetchall()
     elapsed = time.perf_counter() - started
     con.close()
-    return elapsed, len(rows)
+    return elapsed, rows
+
+
+def same_cell(t, d):
+    """A CSV cell of Tally's output against DuckDB's value (numbers to 1e-9 relative)."""
+    if d is None:
+        return t == ""
+    if isinstance(d, (int, float)) and not isinstance(d, bool):
+        try:
+            return abs(float(t) - float(d)) <= 1e-9 * max(1.0, abs(float(d)))
+        except ValueError:
+            return False
+    if isinstance(d, bool):
+        return t == str(d).lower()
+    return t == str(d)
+
+
+def differences(tally_rows, duck_rows):
+    """The first rows where the two outputs differ (empty: identical)."""
+    if len(tally_rows) != len(duck_rows):
+        return [f"{len(tally_rows)} rows vs {len(duck_rows)}"]
+    out = []
+    for i, (t, d) in enumerate(zip(tally_rows, duck_rows)):
+        if len(t) != len(d) or not all(same_cell(a, b) for a, b in zip(t, d)):
+            out.append(f"row {i}: tally {t} vs duckdb {list(d)}")
+    return out[:3]
 
 
 def main():
@@ -116,21 +158,23 @@ def main():
                     pass
 
     rows_out = []
+    mismatches = 0
     for path in sorted(REPORTS.glob("*.sql")):
         name = path.stem
         sql = path.read_text()
         values = {k: v for k, v in given.items() if k in params(sql)}
         dsql = duck_sql(sql, values)
         best_t = best_d = float("inf")
-        n_t = n_d = None
         for _ in range(args.runs):
-            t, n_t = run_tally(tally, args.data, args.config, name, args.advertiser, values)
+            t, rows_t = run_tally(tally, args.data, args.config, name, args.advertiser, values)
             best_t = min(best_t, t)
-            d, n_d = run_duck(args.data, args.advertiser, args.threads, dsql)
+            d, rows_d = run_duck(args.data, args.advertiser, args.threads, dsql)
             best_d = min(best_d, d)
-        if n_t != n_d:
-            print(f"warning: {name}: tally returned {n_t} rows, DuckDB {n_d}")
-        rows_out.append((name, n_t, best_t, best_d))
+        diff = differences(rows_t, rows_d)
+        for line in diff:
+            print(f"DIFFERENT: {name}: {line}")
+        rows_out.append((name, len(rows_t), best_t, best_d))
+        mismatches += bool(diff)
         print(f"{name}: tally {best_t:.3f} s, duckdb {best_d:.3f} s, ratio {best_t / best_d:.2f}", flush=True)
 
     ratios = [t / d for _, _, t, d in rows_out]
@@ -140,6 +184,9 @@ def main():
     for (name, n, t, d), r in zip(rows_out, ratios):
         print(f"| `{name}` | {n} | {t:.2f} s | {d:.2f} s | **{r:.2f}×** |")
     print(f"\nmedian ratio {statistics.median(ratios):.2f}×, worst {max(ratios):.2f}×")
+    print("outputs: identical on every report" if not mismatches else f"outputs: {mismatches} report(s) DIFFER (see above)")
+    if mismatches:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 -- param: to date 9999-12-31 last UTC day, inclusive
 -- param: top int 20 how many paths to show (per advertiser)
 -- A path is its touches' channels in path order (touch_time, touch_id), consecutive repeats
--- collapsed into `channel xN`; value is the conversions' total value.
+-- collapsed into `channel xN` (what `path_agg` computes); value is the conversions' total value.
 with path_touches as (
     select a.advertiser_id, a.conversion_key, a.value_credit, t.channel, t.touch_time, t.touch_id
     from attributed_conversions a
@@ -12,29 +12,9 @@ with path_touches as (
       and a.model = 'linear' and a.method = 'deterministic'
       and t.date <= $to
 ),
-runs as (
-    select
-        advertiser_id, conversion_key, value_credit, channel, touch_time, touch_id,
-        row_number() over (partition by advertiser_id, conversion_key order by touch_time, touch_id)
-          - row_number() over (partition by advertiser_id, conversion_key, channel order by touch_time, touch_id) as run
-    from path_touches
-),
-steps as (
-    select advertiser_id, conversion_key, channel, min(touch_time) as first_time, min(touch_id) as first_id,
-           count(*) as n, sum(value_credit) as value
-    from runs
-    group by advertiser_id, conversion_key, channel, run
-),
 paths as (
-    select
-        advertiser_id,
-        conversion_key,
-        array_to_string(
-            array_agg(case when n = 1 then channel else concat(channel, ' x', cast(n as varchar)) end order by first_time, first_id),
-            ' > ') as path,
-        sum(n) as touches,
-        sum(value) as value
-    from steps
+    select advertiser_id, conversion_key, path_agg(channel, touch_time, touch_id) as path, count(*) as touches, sum(value_credit) as value
+    from path_touches
     group by advertiser_id, conversion_key
 ),
 ranked as (
