@@ -81,6 +81,11 @@ pub async fn session_for(store: &Store, reader: &Reader, options: &SessionOption
     // both sides: `top_conversion_paths` then probes the 50M touchpoints as they are read instead
     // of hashing and moving every one of them between threads first (5.4 s instead of 5.8–6.3 s,
     // 8.0 s of CPU instead of 9.6–10.5 s).
+    // Stop pre-aggregating per thread once groups are 40% of rows or more (DataFusion: 80%): a
+    // grouping by conversion (2 rows each on average, 1.3M rows into 0.68M groups) then hashes
+    // each row once, in the final aggregation. `path_length_distribution` 0.22–0.27 s of CPU
+    // instead of 0.35–0.49 s, `match_quality` 1.3–1.6 s instead of 1.5–1.9 s.
+    config.options_mut().execution.skip_partial_aggregation_probe_ratio_threshold = 0.4;
     config.options_mut().optimizer.hash_join_single_partition_threshold = 512 << 20;
     config.options_mut().optimizer.hash_join_single_partition_threshold_rows = 8 << 20;
     let ctx = SessionContext::new_with_config(config);
