@@ -262,7 +262,8 @@ async fn read_activity(ctx: &SessionContext, p: &Params) -> Result<(Vec<Activity
         }
     }
     let name = |id: u32| names.names[id as usize].clone();
-    let counts: Vec<((String, i32, String, String, String, String, bool, bool), f64)> =
+    type Named = (String, i32, String, String, String, String, bool, bool);
+    let counts: Vec<(Named, f64)> =
         counts.into_iter().map(|((a, d, g, o, c, k, click, identified), n)| ((name(a), d, name(g), name(o), name(c), name(k), click, identified), n)).collect();
     let people: Vec<((String, String, String), usize)> = people
         .into_iter()
@@ -982,7 +983,7 @@ pub(crate) async fn run(
                         per[c].push(src[c]);
                     }
                 }
-                per.iter_mut().map(|v| interval(v)).collect()
+                per.iter_mut().map(interval).collect()
             });
             for c in 0..n_camp {
                 let r = point[c];

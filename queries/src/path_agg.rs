@@ -276,8 +276,7 @@ impl GroupsAccumulator for Paths {
     }
     fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
         // Each row its own group.
-        let mut one = Paths::default();
-        one.groups = values[0].len();
+        let mut one = Paths { groups: values[0].len(), ..Paths::default() };
         one.append(&values[0], &values[1], &values[2], |r| r, opt_filter)?;
         Ok(one.state_lists(EmitTo::All))
     }
