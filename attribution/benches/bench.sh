@@ -61,8 +61,8 @@ HEURISTIC=last_touch,first_touch,linear,position_based,time_decay
 tally5=; duck=; tally6=
 for _ in $(seq "${RUNS:-1}"); do
   tally5=$(best "$tally5" "$(measure tally-heuristic "$TALLY" --config "$WORK/tally.toml" --data "$WORK/data" attribute --memory-limit 4G --models $HEURISTIC --no-probabilistic)")
-  rm -rf "$WORK/duck"; mkdir -p "$WORK/duck"
-  duck=$(best "$duck" "$(measure duckdb python3 "$HERE/duckdb_attribution.py" --data "$WORK/data" --out "$WORK/duck" --threads "$THREADS" --memory-limit 4GB)")
+  rm -rf "$WORK/duck" "$WORK/duck-tmp"; mkdir -p "$WORK/duck"
+  duck=$(best "$duck" "$(measure duckdb python3 "$HERE/duckdb_attribution.py" --data "$WORK/data" --out "$WORK/duck" --threads "$THREADS" --memory-limit 4GB --temp-dir "$WORK/duck-tmp")")
   tally6=$(best "$tally6" "$(measure tally-all "$TALLY" --config "$WORK/tally.toml" --data "$WORK/data" attribute --memory-limit 4G)")
 done
 

@@ -14,7 +14,7 @@ Two uses:
   --compare       compare with what `tally attribute` stored in --data and print a JSON
                   report; exit 1 on any difference (the correctness test under cargo test)
 
-Usage: duckdb_attribution.py --data DIR [--from D --to D] [--out DIR] [--compare]
+Usage: duckdb_attribution.py --data DIR [--from D --to D] [--out DIR] [--compare] [--temp-dir DIR]
        [--threads N] [--memory-limit 4GB] [--click-window-hours 168] [--view-window-hours 24]
        [--half-life-hours 168]
 """
@@ -247,6 +247,7 @@ def main():
     p.add_argument("--compare", action="store_true")
     p.add_argument("--threads", type=int)
     p.add_argument("--memory-limit")
+    p.add_argument("--temp-dir", help="where DuckDB spills (default: .tmp in the working directory)")
     p.add_argument("--click-window-hours", type=float, default=168)
     p.add_argument("--view-window-hours", type=float, default=24)
     p.add_argument("--half-life-hours", type=float, default=168)
@@ -257,6 +258,8 @@ def main():
         con.execute(f"set threads = {a.threads}")
     if a.memory_limit:
         con.execute(f"set memory_limit = '{a.memory_limit}'")
+    if a.temp_dir:
+        con.execute(f"set temp_directory = '{a.temp_dir}'")
     started = time.time()
     build(con, a)
     if a.out:
