@@ -236,14 +236,14 @@ async fn read_activity(ctx: &SessionContext, p: &Params) -> Result<(Vec<Activity
     // people of a cohort are the first 8 bytes of their hashed email. Keying by owned strings
     // instead cost ≈ 40 s on the 50M-touch world (six allocations and a SipHash per touch).
     type Key = (u32, i32, u32, u32, u32, u32, bool, bool);
-    let mut names = Interner::default();
+    let mut names = crate::sweep::Interner::default();
     let mut counts: FastMap<Key, f64> = FastMap::default();
     // Every (cohort, person) seen, deduplicated at the end by sorting: tens of millions of
     // inserts into hash sets of millions of people were one cache miss each (≈ 9 s at 50M).
     let mut people: FastMap<(u32, u32, u32), Vec<u64>> = FastMap::default();
     while let Some(b) = stream.next().await {
         let b = b?;
-        let mut text = |i: usize| names.column(b.column(i));
+        let mut text = |i: usize| names.column_ids(b.column(i));
         let (adv, geo, os, ch, camp, ty) = (text(0)?, text(2)?, text(3)?, text(4)?, text(5)?, text(6)?);
         let click = names.id("click");
         let date = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Date32)?;
@@ -263,7 +263,7 @@ async fn read_activity(ctx: &SessionContext, p: &Params) -> Result<(Vec<Activity
     }
     let name = |id: u32| names.names[id as usize].clone();
     type Named = (String, i32, String, String, String, String, bool, bool);
-    let counts: Vec<(Named, f64)> =
+    let mut counts: Vec<(Named, f64)> =
         counts.into_iter().map(|((a, d, g, o, c, k, click, identified), n)| ((name(a), d, name(g), name(o), name(c), name(k), click, identified), n)).collect();
     let people: Vec<((String, String, String), usize)> = people
         .into_iter()
@@ -275,7 +275,6 @@ async fn read_activity(ctx: &SessionContext, p: &Params) -> Result<(Vec<Activity
         .collect();
     // Sorted, so campaigns get the same indexes and sums the same order on every run (a hash
     // map's order differs between processes).
-    let mut counts = counts;
     counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let rows = counts
         .into_iter()
@@ -287,36 +286,6 @@ async fn read_activity(ctx: &SessionContext, p: &Params) -> Result<(Vec<Activity
 }
 
 type FastMap<K, V> = datafusion::common::HashMap<K, V>;
-
-/// Text values by id; NULL is the empty string (as the owned-string keys had it).
-#[derive(Default)]
-struct Interner {
-    names: Vec<String>,
-    ids: FastMap<String, u32>,
-}
-
-impl Interner {
-    fn id(&mut self, value: &str) -> u32 {
-        if let Some(&id) = self.ids.get(value) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(value.to_owned());
-        self.ids.insert(value.to_owned(), id);
-        id
-    }
-
-    /// The id of every row of a text column, looked up once per distinct value of the batch.
-    fn column(&mut self, column: &arrow::array::ArrayRef) -> Result<Vec<u32>> {
-        use arrow::datatypes::{DataType, Int32Type};
-        let dict = arrow::compute::cast(column, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?;
-        let dict = dict.as_dictionary::<Int32Type>();
-        let values = dict.values().as_string::<i32>();
-        let ids: Vec<u32> = values.iter().map(|v| self.id(v.unwrap_or(""))).collect();
-        let null = self.id("");
-        Ok(dict.keys().iter().map(|k| k.map_or(null, |k| ids[k as usize])).collect())
-    }
-}
 
 /// SplitMix64: a small deterministic generator for the bootstrap (no thread or time input).
 struct Rng(u64);

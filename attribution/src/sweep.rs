@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, StringViewArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 
@@ -41,6 +41,16 @@ impl Interner {
     }
     pub(crate) fn get(&self, s: &str) -> Option<u32> {
         self.map.get(s).copied()
+    }
+
+    /// The id of every row of a text column (NULL: the id of ""), looked up once per distinct
+    /// value of the column rather than once per row.
+    pub(crate) fn column_ids(&mut self, column: &ArrayRef) -> Result<Vec<u32>> {
+        let dict = cast(column, &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)))?;
+        let dict = dict.as_dictionary::<Int32Type>();
+        let ids: Vec<u32> = dict.values().as_string::<i32>().iter().map(|v| self.id(v.unwrap_or(""))).collect();
+        let null = self.id("");
+        Ok(dict.keys().iter().map(|k| k.map_or(null, |k| ids[k as usize])).collect())
     }
 }
 

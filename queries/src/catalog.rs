@@ -20,6 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext, cast, col};
 use tally_core::schema::{ADVERTISER_ID, DATE, DerivedTable, Table};
@@ -81,13 +82,13 @@ pub async fn session_for(store: &Store, reader: &Reader, options: &SessionOption
     // both sides: `top_conversion_paths` then probes the 50M touchpoints as they are read instead
     // of hashing and moving every one of them between threads first (5.4 s instead of 5.8–6.3 s,
     // 8.0 s of CPU instead of 9.6–10.5 s).
+    config.options_mut().optimizer.hash_join_single_partition_threshold = 512 << 20;
+    config.options_mut().optimizer.hash_join_single_partition_threshold_rows = 8 << 20;
     // Stop pre-aggregating per thread once groups are 40% of rows or more (DataFusion: 80%): a
     // grouping by conversion (2 rows each on average, 1.3M rows into 0.68M groups) then hashes
     // each row once, in the final aggregation. `path_length_distribution` 0.22–0.27 s of CPU
     // instead of 0.35–0.49 s, `match_quality` 1.3–1.6 s instead of 1.5–1.9 s.
     config.options_mut().execution.skip_partial_aggregation_probe_ratio_threshold = 0.4;
-    config.options_mut().optimizer.hash_join_single_partition_threshold = 512 << 20;
-    config.options_mut().optimizer.hash_join_single_partition_threshold_rows = 8 << 20;
     let ctx = SessionContext::new_with_config(config);
     crate::udf::register(&ctx, reader.advertiser().map(AdvertiserId::as_str));
     for table in Table::BASE {
@@ -144,6 +145,8 @@ fn register(ctx: &SessionContext, store: &Store, reader: &Reader, options: &Sess
     let file_schema = with_string_views(&spec.file_schema);
     let config = ListingTableConfig::new(ListingTableUrl::parse(url)?).with_listing_options(options_).with_schema(file_schema);
     let listing = Arc::new(ListingTable::try_new(config)?);
+    // The session's own `current_advertiser()` (registered with the advertiser it is bound to).
+    let tenant = ctx.udf(crate::udf::CURRENT_ADVERTISER)?;
     // The view puts the columns in SPEC order (a listing table puts partition columns last).
     let mut columns: Vec<Expr> = spec
         .schema
@@ -154,7 +157,7 @@ fn register(ctx: &SessionContext, store: &Store, reader: &Reader, options: &Sess
             match (name, reader) {
                 // Not `lit(a)`: see `crate::udf::current_advertiser` (a literal column makes
                 // DataFusion treat groupings on it as pre-sorted, and slow).
-                (ADVERTISER_ID, Reader::Advertiser(a)) => crate::udf::current_advertiser(Some(a.as_str())).call(vec![]).alias(ADVERTISER_ID),
+                (ADVERTISER_ID, Reader::Advertiser(_)) => tenant.call(vec![]).alias(ADVERTISER_ID),
                 _ if options.binary_identifiers && IDENTIFIERS.contains(&name) => cast(col(format!("\"{name}\"")), DataType::Binary).alias(name),
                 _ => col(format!("\"{name}\"")),
             }

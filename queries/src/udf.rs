@@ -56,7 +56,7 @@ fn safe_div(args: &[ColumnarValue]) -> Result<ColumnarValue> {
 /// A `Utf8View`: an id of up to 12 bytes is then inline in each view, and grouping or joining
 /// on it compares 16-byte views instead of string bytes (`channel_performance`, which groups
 /// 9M rows by advertiser, channel and model, spent a fifth of its time comparing "acme" as Utf8).
-pub(crate) fn current_advertiser(advertiser: Option<&str>) -> ScalarUDF {
+fn current_advertiser(advertiser: Option<&str>) -> ScalarUDF {
     let value = ScalarValue::Utf8View(advertiser.map(str::to_owned));
     create_udf(
         CURRENT_ADVERTISER,
