@@ -11,9 +11,10 @@
 //! find groups, then one `take` per column.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder, UInt32Array};
 use arrow::compute::{cast, take};
 use arrow::datatypes::TimestampMicrosecondType;
 use sha2::{Digest, Sha256};
@@ -105,9 +106,7 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
 
     // Winner and fill-in rows per group, and the derived columns.
     let mut winner = Vec::with_capacity(groups.len());
-    let mut keys = Vec::with_capacity(groups.len());
     let mut sources = Vec::with_capacity(groups.len());
-    let mut ordinals: HashMap<String, u32> = HashMap::new();
     for &(s, e) in &groups {
         let rows = &order[s..e];
         let ranks = &sorted[s..e];
@@ -119,25 +118,41 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
             (_, 0) => "server",
             _ => "both",
         });
-        let first = rows[0];
-        let text = if event_id.is_valid(first) {
-            format!("{}\x1f{}\x1f{}\x1f{}\x1f{}", adv.value(first), source.value(first), name.value(first), event_id.value(first), time.value(first))
-        } else {
-            let base = format!(
-                "{}\x1f{}\x1f{}\x1f\x1f{}\x1f{}\x1f{}\x1f{}",
-                adv.value(first),
-                source.value(first),
-                name.value(first),
-                time.value(first),
-                received.value(first),
-                origin.value(first),
-                if order_id.is_valid(first) { order_id.value(first) } else { "" }
-            );
-            let k = ordinals.entry(base.clone()).or_insert(0);
-            *k += 1;
-            format!("{base}\x1f{}", *k - 1)
-        };
-        keys.push(conversion_key(&text));
+    }
+    // Each group's `conversion_key`, from its first copy. Copies with an `event_id` are visited
+    // in row order (their text is read from the columns sequentially, not at random); copies
+    // without one are numbered in group order, as the key of the n-th equal base is its ordinal.
+    let mut keys = vec![[0u8; 16]; groups.len()];
+    let mut firsts: Vec<(u32, u32)> = Vec::with_capacity(groups.len());
+    let mut ordinals: HashMap<String, u32> = HashMap::new();
+    for (g, &(s, _)) in groups.iter().enumerate() {
+        let first = order[s];
+        if event_id.is_valid(first) {
+            firsts.push((first as u32, g as u32));
+            continue;
+        }
+        let base = format!(
+            "{}\x1f{}\x1f{}\x1f\x1f{}\x1f{}\x1f{}\x1f{}",
+            adv.value(first),
+            source.value(first),
+            name.value(first),
+            time.value(first),
+            received.value(first),
+            origin.value(first),
+            if order_id.is_valid(first) { order_id.value(first) } else { "" }
+        );
+        let k = ordinals.entry(base.clone()).or_insert(0);
+        *k += 1;
+        keys[g] = conversion_digest(&format!("{base}\x1f{}", *k - 1));
+    }
+    firsts.sort_unstable();
+    let mut text = String::new();
+    for (first, g) in firsts {
+        let first = first as usize;
+        text.clear();
+        write!(text, "{}\x1f{}\x1f{}\x1f{}\x1f{}", adv.value(first), source.value(first), name.value(first), event_id.value(first), time.value(first))
+            .expect("write to String");
+        keys[g as usize] = conversion_digest(&text);
     }
 
     // Output order: (advertiser_id, event_time, conversion_key) — deterministic.
@@ -150,9 +165,7 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
         .enumerate()
         .map(|(g, &w)| {
             let rank = advertisers.binary_search(&adv.value(w)).expect("present") as u32;
-            let mut digest = [0u8; 16];
-            hex::decode_to_slice(&keys[g], &mut digest).expect("hex key");
-            (rank, time.value(w), digest, g as u32)
+            (rank, time.value(w), keys[g], g as u32)
         })
         .collect();
     perm_keys.sort_unstable();
@@ -177,7 +190,13 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
         };
         columns.push(take(c.as_ref(), &idx, None)?);
     }
-    columns.push(Arc::new(StringArray::from_iter_values(perm.iter().map(|&g| keys[g].as_str()))));
+    let mut key_column = StringBuilder::with_capacity(perm.len(), perm.len() * 32);
+    let mut hex_key = [0u8; 32];
+    for &g in &perm {
+        hex::encode_to_slice(keys[g], &mut hex_key).expect("32 hex digits");
+        key_column.append_value(std::str::from_utf8(&hex_key).expect("hex is ASCII"));
+    }
+    columns.push(Arc::new(key_column.finish()));
     columns.push(Arc::new(StringArray::from_iter_values(perm.iter().map(|&g| sources[g]))));
     let batch = RecordBatch::try_new(schema, columns)?;
     let copies: Vec<u32> = perm.iter().map(|&g| (groups[g].1 - groups[g].0) as u32).collect();
@@ -188,7 +207,8 @@ pub(crate) fn dedup(copies: &RecordBatch) -> Result<Deduped> {
 /// `conversion_key`: the first 32 hex digits of SHA-256 over the conversion's identity text
 /// (`advertiser_id`, `source_id`, `event_name`, `event_id` and the first copy's `event_time`
 /// in microseconds, joined by U+001F) — reproducible by any engine that has SHA-256.
-pub(crate) fn conversion_key(text: &str) -> String {
+/// (This returns the 16 bytes; the column holds them in lowercase hex.)
+fn conversion_digest(text: &str) -> [u8; 16] {
     let digest = Sha256::digest(text.as_bytes());
-    hex::encode(&digest[..16])
+    digest[..16].try_into().expect("16 of 32 bytes")
 }

@@ -2,8 +2,8 @@
 //! needs, as DataFrames (logical plans) so the same plans can later run on Ballista.
 //!
 //! Filters on the hive `date` partition prune whole directories; filters on the time column
-//! prune row groups by their statistics. Strings come back as `Utf8View` (DataFusion's
-//! default for Parquet); the consumers accept that.
+//! prune row groups by their statistics. Touch text comes back as `Utf8View`, conversion
+//! text as `Utf8`; the consumers accept either.
 
 use std::sync::Arc;
 
@@ -39,7 +39,13 @@ pub(crate) fn session(store: &Store, options: &Options) -> Result<(SessionContex
         let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(partition_cols);
-        let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(table.file_schema());
+        // Touch text is read as views of the Parquet dictionaries (no copy of each value);
+        // the conversions are few and their consumers want `Utf8`.
+        let schema = match table {
+            Table::Touchpoints => tally_core::schema::with_string_views(&table.file_schema()),
+            _ => table.file_schema(),
+        };
+        let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(schema);
         ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
     }
     Ok((ctx, pool))

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, StringViewArray};
+use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray, RecordBatch, StringArray, StringViewArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int32Type, TimestampMicrosecondType};
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -102,9 +102,8 @@ impl DayFilter {
     }
 
     #[inline]
-    fn may_contain(&self, key: u128, time: i64) -> bool {
-        let b = self.bit(key, time.div_euclid(DAY));
-        self.bits[(b / 64) as usize] & (1 << (b % 64)) != 0
+    fn test(&self, bit: u64) -> bool {
+        self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0
     }
 }
 
@@ -142,26 +141,64 @@ impl ConversionIndex {
         Ok(ConversionIndex { entries: keyed.into_iter().map(|(_, e)| e).collect(), runs, click_filter, view_filter })
     }
 
-    /// Calls `hit(conv)` for each conversion of advertiser `adv` under `key` with
-    /// `time <= event_time <= time + window`.
-    #[inline]
-    fn probe(&self, key: u128, adv: u32, time: i64, click: bool, window: i64, mut hit: impl FnMut(u32)) {
-        let filter = if click { &self.click_filter } else { &self.view_filter };
-        if !filter.may_contain(key, time) {
-            return;
+    /// Looks up every probe and appends `(row, conversion, kind)` to `hits` for each
+    /// conversion of the probe's advertiser under its key with
+    /// `time <= event_time <= time + window`, in probe order (then run order).
+    ///
+    /// Done in passes over the whole batch rather than probe by probe: the filter bits are
+    /// located in one loop and tested in another, whose iterations are independent loads the
+    /// CPU overlaps. At 50M touches the filters (tens of MB) no longer fit in the cache and
+    /// each test is a miss; interleaved with the rest of a touch's work they were waited for
+    /// one at a time.
+    fn probe_all(&self, probes: &[Probe], scratch: &mut ProbeScratch, hits: &mut Vec<(u32, u32, u8)>) {
+        let ProbeScratch { slots, passed } = scratch;
+        slots.clear();
+        slots.extend(probes.iter().map(|p| {
+            let filter = if p.click { &self.click_filter } else { &self.view_filter };
+            (p.click, filter.bit(p.key, p.time.div_euclid(DAY)))
+        }));
+        passed.clear();
+        passed.resize(probes.len(), 0);
+        let mut n = 0;
+        for (j, &(click, bit)) in slots.iter().enumerate() {
+            let filter = if click { &self.click_filter } else { &self.view_filter };
+            passed[n] = j as u32;
+            n += filter.test(bit) as usize;
         }
-        let Some(&(start, len)) = self.runs.get(&key) else { return };
-        let run = &self.entries[start as usize..(start + len) as usize];
-        let first = run.partition_point(|e| e.time < time);
-        for e in &run[first..] {
-            if e.time - time > window {
-                break;
-            }
-            if e.adv == adv {
-                hit(e.conv);
+        for &j in &passed[..n] {
+            let p = &probes[j as usize];
+            let Some(&(start, len)) = self.runs.get(&p.key) else { continue };
+            let run = &self.entries[start as usize..(start + len) as usize];
+            let first = run.partition_point(|e| e.time < p.time);
+            for e in &run[first..] {
+                if e.time - p.time > p.window {
+                    break;
+                }
+                if e.adv == p.adv {
+                    hits.push((p.row, e.conv, p.kind));
+                }
             }
         }
     }
+}
+
+/// One identifier of one touch, to be looked up in the index.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    key: u128,
+    time: i64,
+    window: i64,
+    row: u32,
+    adv: u32,
+    kind: u8,
+    click: bool,
+}
+
+/// Buffers `probe_all` reuses from batch to batch.
+#[derive(Default)]
+struct ProbeScratch {
+    slots: Vec<(bool, u64)>,
+    passed: Vec<u32>,
 }
 
 /// A touch that is on at least one conversion's path.
@@ -196,11 +233,39 @@ pub(crate) struct SweepParams {
     pub(crate) advertisers: Interner,
 }
 
-fn view(c: &ArrayRef) -> Result<StringViewArray> {
-    Ok(match c.data_type() {
-        DataType::Utf8View => c.as_string_view().clone(),
-        _ => cast(c, &DataType::Utf8View)?.as_string_view().clone(),
-    })
+/// A text column as the scan delivers it (`Utf8` or `Utf8View`), read in place, not cast.
+#[derive(Clone, Copy)]
+enum Text<'a> {
+    Utf8(&'a StringArray),
+    View(&'a StringViewArray),
+}
+
+impl<'a> Text<'a> {
+    fn of(batch: &'a RecordBatch, name: &str) -> Result<Text<'a>> {
+        let c = column(batch, name)?;
+        match c.data_type() {
+            DataType::Utf8 => Ok(Text::Utf8(c.as_string::<i32>())),
+            DataType::Utf8View => Ok(Text::View(c.as_string_view())),
+            other => Err(Error::Input(format!("touchpoints column `{name}` is {other}, not text"))),
+        }
+    }
+
+    /// Row `i` (NULL reads as "").
+    #[inline]
+    fn value(self, i: usize) -> &'a str {
+        match self {
+            Text::Utf8(a) => a.value(i),
+            Text::View(a) => a.value(i),
+        }
+    }
+
+    #[inline]
+    fn is_valid(self, i: usize) -> bool {
+        match self {
+            Text::Utf8(a) => a.is_valid(i),
+            Text::View(a) => a.is_valid(i),
+        }
+    }
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
@@ -217,9 +282,10 @@ pub(crate) async fn sweep_partition(
 ) -> Result<SweepPart> {
     let started = std::time::Instant::now();
     let mut part = SweepPart { touches: Vec::new(), pairs: Vec::new(), channels: Interner::default(), campaigns: Interner::default(), steps: None, scanned: 0 };
+    let mut scratch = BatchScratch::default();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        sweep_batch(&batch, &index, &params, &mut part, steps.as_mut())?;
+        sweep_batch(&batch, &index, &params, &mut part, &mut scratch, steps.as_mut())?;
         part.scanned += batch.num_rows();
         progress(batch.num_rows());
     }
@@ -231,74 +297,108 @@ pub(crate) async fn sweep_partition(
     Ok(part)
 }
 
-fn sweep_batch(batch: &RecordBatch, index: &ConversionIndex, params: &SweepParams, part: &mut SweepPart, mut steps: Option<&mut StepBuffer>) -> Result<()> {
-    let adv = view(column(batch, "advertiser_id")?)?;
-    let touch_id = view(column(batch, "touch_id")?)?;
-    let channel = view(column(batch, "channel")?)?;
-    let campaign = view(column(batch, "campaign_id")?)?;
-    let touch_type = view(column(batch, "touch_type")?)?;
-    let click_id = view(column(batch, "click_id")?)?;
-    let time = column(batch, "touch_time")?.as_primitive::<TimestampMicrosecondType>().clone();
-    let digests: [&FixedSizeBinaryArray; 3] = [
-        column(batch, "em")?.as_fixed_size_binary(),
-        column(batch, "ph")?.as_fixed_size_binary(),
-        column(batch, "external_id")?.as_fixed_size_binary(),
-    ];
+fn sweep_batch(
+    batch: &RecordBatch,
+    index: &ConversionIndex,
+    params: &SweepParams,
+    part: &mut SweepPart,
+    scratch: &mut BatchScratch,
+    mut steps: Option<&mut StepBuffer>,
+) -> Result<()> {
+    let adv = Text::of(batch, "advertiser_id")?;
+    let touch_id = Text::of(batch, "touch_id")?;
+    let channel = Text::of(batch, "channel")?;
+    let campaign = Text::of(batch, "campaign_id")?;
+    let touch_type = Text::of(batch, "touch_type")?;
+    let click_id = Text::of(batch, "click_id")?;
+    let time = column(batch, "touch_time")?.as_primitive::<TimestampMicrosecondType>();
+    let digests: [&FixedSizeBinaryArray; 3] =
+        [column(batch, "em")?.as_fixed_size_binary(), column(batch, "ph")?.as_fixed_size_binary(), column(batch, "external_id")?.as_fixed_size_binary()];
     let digest_kinds = [MatchKey::Em, MatchKey::Ph, MatchKey::ExternalId];
 
-    let mut last_adv: Option<(String, Option<u32>)> = None;
-    let mut last_channel: Option<(String, u32)> = None;
-    let mut keys: [Option<u128>; 4] = [None; 4];
-    let mut hits: Vec<(u32, u8)> = Vec::new();
+    // Pass 1: the identifiers of every touch whose advertiser has conversions in the window
+    // (touches of other advertisers can neither match nor change any credit).
+    let BatchScratch { probes, probe, hits, rows } = scratch;
+    probes.clear();
+    rows.clear();
+    let mut last_adv: Option<(&str, Option<u32>)> = None;
     for i in 0..batch.num_rows() {
         let a = adv.value(i);
-        let a = match &last_adv {
-            Some((name, id)) if name == a => *id,
+        let a = match last_adv {
+            Some((name, id)) if name == a => id,
             _ => {
                 let id = params.advertisers.get(a);
-                last_adv = Some((a.to_owned(), id));
+                last_adv = Some((a, id));
                 id
             }
         };
-        // Touches of advertisers without conversions in the window can neither match nor
-        // change any credit.
         let Some(a) = a else { continue };
+        rows.push((i as u32, a));
         let t = time.value(i);
         let click = touch_type.value(i) == "click";
         let window = if click { params.click_window } else { params.view_window };
-        keys[0] = click_id.is_valid(i).then(|| click_key(click_id.value(i)));
-        for (k, (arr, kind)) in digests.iter().zip(digest_kinds).enumerate() {
-            keys[k + 1] = arr.is_valid(i).then(|| digest_key(kind, arr.value(i)));
+        let mut push = |key: u128, kind: MatchKey| probes.push(Probe { key, time: t, window, row: i as u32, adv: a, kind: kind as u8, click });
+        if click_id.is_valid(i) {
+            push(click_key(click_id.value(i)), MatchKey::ClickId);
         }
-        hits.clear();
-        for (k, key) in keys.iter().enumerate() {
-            if let Some(key) = key {
-                index.probe(*key, a, t, click, window, |conv| hits.push((conv, k as u8)));
+        for (arr, kind) in digests.iter().zip(digest_kinds) {
+            if arr.is_valid(i) {
+                push(digest_key(kind, arr.value(i)), kind);
             }
         }
-        if !hits.is_empty() {
+    }
+
+    // Pass 2: every lookup of the batch.
+    hits.clear();
+    index.probe_all(probes, probe, hits);
+
+    // Pass 3: per touch, its pairs, or its journey step.
+    let mut last_channel: Option<(&str, u32)> = None;
+    let mut next = 0;
+    for &(i, a) in rows.iter() {
+        let end = next + hits[next..].iter().take_while(|h| h.0 == i).count();
+        let i = i as usize;
+        if end > next {
             let ti = part.touches.len() as u32;
             let ch = part.channels.id(channel.value(i));
             let ca = part.campaigns.id(campaign.value(i));
-            let identified = keys[1..].iter().any(Option::is_some);
-            part.touches.push(MatchedTouch { touch_id: touch_id.value(i).to_owned(), time: t, click, channel: ch, campaign: ca, identified });
-            part.pairs.extend(hits.iter().map(|&(conv, k)| (conv, ti, k)));
+            let identified = digests.iter().any(|d| d.is_valid(i));
+            let click = touch_type.value(i) == "click";
+            part.touches.push(MatchedTouch { touch_id: touch_id.value(i).to_owned(), time: time.value(i), click, channel: ch, campaign: ca, identified });
+            part.pairs.extend(hits[next..end].iter().map(|&(_, conv, k)| (conv, ti, k)));
+            next = end;
         } else if let Some(steps) = steps.as_deref_mut() {
             // Person: em, then ph, then external_id, then click_id.
-            let Some(person) = [keys[1], keys[2], keys[3], keys[0]].into_iter().flatten().next() else { continue };
+            let person = match digests.iter().zip(digest_kinds).find(|(d, _)| d.is_valid(i)) {
+                Some((d, kind)) => digest_key(kind, d.value(i)),
+                None if click_id.is_valid(i) => click_key(click_id.value(i)),
+                None => continue,
+            };
             let name = channel.value(i);
-            let ch = match &last_channel {
-                Some((n, id)) if n == name => *id,
+            let ch = match last_channel {
+                Some((n, id)) if n == name => id,
                 _ => {
                     let id = part.channels.id(name);
-                    last_channel = Some((name.to_owned(), id));
+                    last_channel = Some((name, id));
                     id
                 }
             };
             let ch = u16::try_from(ch).map_err(|_| Error::Input("more than 65,535 channels".into()))?;
             let adv16 = u16::try_from(a).map_err(|_| Error::Input("more than 65,535 advertisers".into()))?;
-            steps.push(Step { adv: adv16, person: person as u64, time: t, tid: tid_prefix(touch_id.value(i)), channel: ch })?;
+            steps.push(Step { adv: adv16, person: person as u64, time: time.value(i), tid: tid_prefix(touch_id.value(i)), channel: ch })?;
         }
     }
+    debug_assert_eq!(next, hits.len());
     Ok(())
+}
+
+/// Buffers `sweep_batch` reuses from batch to batch.
+#[derive(Default)]
+pub(crate) struct BatchScratch {
+    probes: Vec<Probe>,
+    probe: ProbeScratch,
+    /// `(conversion, kind)` hits by row, in row order.
+    hits: Vec<(u32, u32, u8)>,
+    /// `(row, advertiser)` of the touches of advertisers with conversions.
+    rows: Vec<(u32, u32)>,
 }

@@ -366,6 +366,18 @@ fn build_schema(table: Table) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// `schema` with its `Utf8` columns read as `Utf8View`: the Parquet reader then decodes
+/// dictionary-encoded text (channel, model, campaign…) into views of the dictionary instead of
+/// copying every value, and groupings and joins compare inline views of up to 12 bytes.
+pub fn with_string_views(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| if f.data_type() == &DataType::Utf8 { f.as_ref().clone().with_data_type(DataType::Utf8View) } else { f.as_ref().clone() })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

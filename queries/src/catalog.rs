@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
@@ -112,18 +112,6 @@ pub fn table_names(ctx: &SessionContext) -> Vec<String> {
     names
 }
 
-/// `schema` with its `Utf8` columns read as `Utf8View`: the Parquet reader then decodes
-/// dictionary-encoded text (channel, model, campaign…) into views of the dictionary instead of
-/// copying every value, and groupings and joins compare inline views of up to 12 bytes.
-fn with_string_views(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| if f.data_type() == &DataType::Utf8 { f.as_ref().clone().with_data_type(DataType::Utf8View) } else { f.as_ref().clone() })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
 struct Spec {
     name: &'static str,
     schema: SchemaRef,
@@ -142,7 +130,7 @@ fn register(ctx: &SessionContext, store: &Store, reader: &Reader, options: &Sess
     };
     let options_ = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet").with_table_partition_cols(partition_cols);
     // The file schema never holds `advertiser_id`; for the daily tables it holds no `date` either.
-    let file_schema = with_string_views(&spec.file_schema);
+    let file_schema = tally_core::schema::with_string_views(&spec.file_schema);
     let config = ListingTableConfig::new(ListingTableUrl::parse(url)?).with_listing_options(options_).with_schema(file_schema);
     let listing = Arc::new(ListingTable::try_new(config)?);
     // The session's own `current_advertiser()` (registered with the advertiser it is bound to).
