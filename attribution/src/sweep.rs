@@ -333,19 +333,23 @@ fn sweep_batch(
             }
         };
         let Some(a) = a else { continue };
-        rows.push((i as u32, a));
         let t = time.value(i);
         let click = touch_type.value(i) == "click";
         let window = if click { params.click_window } else { params.view_window };
-        let mut push = |key: u128, kind: MatchKey| probes.push(Probe { key, time: t, window, row: i as u32, adv: a, kind: kind as u8, click });
-        if click_id.is_valid(i) {
-            push(click_key(click_id.value(i)), MatchKey::ClickId);
-        }
+        let mut push = |key: u128, kind: MatchKey| {
+            probes.push(Probe { key, time: t, window, row: i as u32, adv: a, kind: kind as u8, click });
+            key
+        };
+        let clicked = click_id.is_valid(i).then(|| push(click_key(click_id.value(i)), MatchKey::ClickId));
+        let mut person = None;
         for (arr, kind) in digests.iter().zip(digest_kinds) {
             if arr.is_valid(i) {
-                push(digest_key(kind, arr.value(i)), kind);
+                let key = push(digest_key(kind, arr.value(i)), kind);
+                person.get_or_insert(key);
             }
         }
+        // Person: em, then ph, then external_id, then click_id.
+        rows.push(Touch { row: i as u32, adv: a, click, identified: person.is_some(), person: person.or(clicked) });
     }
 
     // Pass 2: every lookup of the batch.
@@ -355,25 +359,18 @@ fn sweep_batch(
     // Pass 3: per touch, its pairs, or its journey step.
     let mut last_channel: Option<(&str, u32)> = None;
     let mut next = 0;
-    for &(i, a) in rows.iter() {
-        let end = next + hits[next..].iter().take_while(|h| h.0 == i).count();
-        let i = i as usize;
+    for &Touch { row, adv: a, click, identified, person } in rows.iter() {
+        let end = next + hits[next..].iter().take_while(|h| h.0 == row).count();
+        let i = row as usize;
         if end > next {
             let ti = part.touches.len() as u32;
             let ch = part.channels.id(channel.value(i));
             let ca = part.campaigns.id(campaign.value(i));
-            let identified = digests.iter().any(|d| d.is_valid(i));
-            let click = touch_type.value(i) == "click";
             part.touches.push(MatchedTouch { touch_id: touch_id.value(i).to_owned(), time: time.value(i), click, channel: ch, campaign: ca, identified });
             part.pairs.extend(hits[next..end].iter().map(|&(_, conv, k)| (conv, ti, k)));
             next = end;
         } else if let Some(steps) = steps.as_deref_mut() {
-            // Person: em, then ph, then external_id, then click_id.
-            let person = match digests.iter().zip(digest_kinds).find(|(d, _)| d.is_valid(i)) {
-                Some((d, kind)) => digest_key(kind, d.value(i)),
-                None if click_id.is_valid(i) => click_key(click_id.value(i)),
-                None => continue,
-            };
+            let Some(person) = person else { continue };
             let name = channel.value(i);
             let ch = match last_channel {
                 Some((n, id)) if n == name => id,
@@ -397,8 +394,20 @@ fn sweep_batch(
 pub(crate) struct BatchScratch {
     probes: Vec<Probe>,
     probe: ProbeScratch,
-    /// `(conversion, kind)` hits by row, in row order.
+    /// `(row, conversion, kind)` of every hit, in row order.
     hits: Vec<(u32, u32, u8)>,
-    /// `(row, advertiser)` of the touches of advertisers with conversions.
-    rows: Vec<(u32, u32)>,
+    /// The touches of advertisers with conversions, in row order.
+    rows: Vec<Touch>,
+}
+
+/// What pass 1 of `sweep_batch` learned of a touch, for pass 3.
+#[derive(Debug, Clone, Copy)]
+struct Touch {
+    row: u32,
+    adv: u32,
+    click: bool,
+    /// It carries a person identifier (em, ph or external_id).
+    identified: bool,
+    /// The key that names its person on a journey, if any.
+    person: Option<u128>,
 }
