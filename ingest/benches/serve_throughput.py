@@ -16,7 +16,7 @@ then the latency of tally at half its sustained rate (wrk paced by a random per-
 delay around a mean calibrated to 45-55% of the sustained rate), p50/p99 from wrk's latency distribution. Build first:
   cargo build -p tally && cargo build -p tally-ingest --example capi_discard
 """
-import argparse, json, os, random, re, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, random, re, shutil, subprocess, sys, tempfile, time, urllib.request
 
 target = os.environ.get("CARGO_TARGET_DIR", "target")
 ap = argparse.ArgumentParser()
@@ -81,6 +81,25 @@ end
         sys.exit(f"non-200 answers during the run ({status_err}):\n{out}")
     return int(reqs) / (int(micros) / 1e6), float(p50), float(p99)
 
+def buckets(addr):
+    """Cumulative bucket counts of tally's request and WAL-append histograms."""
+    text = urllib.request.urlopen(f"http://{addr}/metrics").read().decode()
+    out = {}
+    for name, sel in [("handling", 'tally_http_request_duration_seconds_bucket{route="/{api_version}/{pixel_id}/events"'),
+                      ("log wait", "tally_wal_append_duration_seconds_bucket{")]:
+        out[name] = [(m.group(1), int(m.group(2))) for m in re.finditer(re.escape(sel) + r'.*?le="([^"]+)"\} (\d+)', text)]
+    return out
+
+def p99_between(before, after):
+    """The upper bound of the bucket holding the 99th percentile of what was observed between two scrapes."""
+    res = {}
+    for name in after:
+        prev = dict(before.get(name, []))
+        diff = [(le, c - prev.get(le, 0)) for le, c in after[name]]
+        total = diff[-1][1] if diff else 0
+        res[name] = next((le for le, c in diff if total and c >= 0.99 * total), "?")
+    return res
+
 data = os.path.join(work, "data")
 key = subprocess.run([args.tally, "--data", data, "keys", "create", "--advertiser", "bench", "--source", "px1"],
                      capture_output=True, text=True, check=True).stdout.strip()
@@ -103,12 +122,15 @@ try:
         latency = t50
         for _ in range(4):
             delay = max(1, int(args.connections * 1000 / half - latency))
+            before = buckets(tally_addr)
             rh, h50, h99 = wrk(tally_addr, path, bf, args.connections, args.seconds, delay)
+            server = p99_between(before, buckets(tally_addr))
             if 0.45 <= rh / rt <= 0.55:
                 break
             latency = max(0.0, args.connections * 1000 / rh - delay)
         print(f"batch {n:>5}: peer {rp*n:>10,.0f} events/s | tally {rt*n:>10,.0f} events/s (p50 {t50:.1f} ms, p99 {t99:.1f} ms) | "
-              f"ratio {rt/rp:.2f} | at {rh*n:,.0f} events/s ({rh/rt:.0%} of sustained): p50 {h50:.1f} ms, p99 {h99:.1f} ms")
+              f"ratio {rt/rp:.2f} | at {rh*n:,.0f} events/s ({rh/rt:.0%} of sustained): p50 {h50:.1f} ms, p99 {h99:.1f} ms "
+              f"(tally's own p99: handling <= {float(server['handling'])*1000:g} ms, log wait <= {float(server['log wait'])*1000:g} ms)")
 finally:
     peer.kill()
     subprocess.run(["kill", "-TERM", str(tally.pid)])

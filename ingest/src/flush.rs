@@ -18,6 +18,7 @@ use arrow::array::RecordBatch;
 use tally_core::schema::Table;
 use tally_core::{Store, StoreError};
 
+use crate::histogram::Histogram;
 use crate::wal::{self, Segment};
 
 /// Counters the flusher keeps (for `/metrics` and `/readyz`).
@@ -35,8 +36,8 @@ pub struct FlushStats {
     pub failures: AtomicU64,
     /// Torn tail bytes dropped at replay (crash mid-write; never acknowledged).
     pub torn_bytes: AtomicU64,
-    /// Total flush time, microseconds.
-    pub micros: AtomicU64,
+    /// How long each segment's flush took.
+    pub duration: Histogram,
 }
 
 /// Parquet files are written back to disk in pieces this large while they are written, so the
@@ -70,7 +71,7 @@ pub async fn flush_segment(store: &Store, key_id: &str, node: &str, segment: &Se
     wal::retire(segment).map_err(io)?;
     stats.segments.fetch_add(1, Ordering::Relaxed);
     stats.rows.fetch_add(rows, Ordering::Relaxed);
-    stats.micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    stats.duration.observe(started.elapsed());
     Ok(rows)
 }
 

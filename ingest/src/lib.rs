@@ -8,6 +8,7 @@
 pub mod convert;
 pub mod dialect;
 pub mod flush;
+pub mod histogram;
 pub mod import;
 pub mod raw;
 pub mod openapi;

@@ -30,6 +30,7 @@ use tally_core::{AdvertiserId, KeyStore, Principal, Pseudonymizer, Store};
 use crate::convert::{Context, RowError, convert};
 use crate::dialect;
 use crate::flush::{self, FlushStats};
+use crate::histogram::Histogram;
 use crate::raw::json_rows;
 use crate::wal::{Wal, WalConfig, WalError};
 
@@ -81,10 +82,13 @@ pub enum ServeError {
 #[derive(Debug, Default)]
 struct Metrics {
     requests: Mutex<HashMap<(String, u16), u64>>,
+    /// Time from the request reaching its route to the response (for ingest: parsed,
+    /// validated, and in the fsynced log), per route.
+    durations: Mutex<HashMap<String, Arc<Histogram>>>,
     accepted: [AtomicU64; 4],
     rejected: Mutex<HashMap<&'static str, u64>>,
-    wal_appends: AtomicU64,
-    wal_append_micros: AtomicU64,
+    /// Time each append waited for its rows to be in the fsynced log.
+    wal_append: Histogram,
     wal_failures: AtomicU64,
 }
 
@@ -248,8 +252,12 @@ fn router(state: Arc<AppState>) -> Router {
 
 async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
     let response = next.run(req).await;
-    *state.metrics.requests.lock().expect("metrics lock").entry((route, response.status().as_u16())).or_default() += 1;
+    let m = &state.metrics;
+    let histogram = m.durations.lock().expect("metrics lock").entry(route.clone()).or_default().clone();
+    histogram.observe(started.elapsed());
+    *m.requests.lock().expect("metrics lock").entry((route, response.status().as_u16())).or_default() += 1;
     response
 }
 
@@ -283,18 +291,25 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let _ = writeln!(out, "tally_events_rejected_total{{reason=\"{reason}\"}} {n}");
     }
     for (name, kind, value) in [
-        ("tally_wal_appends_total", "counter", m.wal_appends.load(Ordering::Relaxed) as f64),
-        ("tally_wal_append_seconds_total", "counter", m.wal_append_micros.load(Ordering::Relaxed) as f64 / 1e6),
         ("tally_wal_failures_total", "counter", m.wal_failures.load(Ordering::Relaxed) as f64),
         ("tally_flush_segments_total", "counter", f.segments.load(Ordering::Relaxed) as f64),
         ("tally_flush_rows_total", "counter", f.rows.load(Ordering::Relaxed) as f64),
         ("tally_flush_files_total", "counter", f.files.load(Ordering::Relaxed) as f64),
         ("tally_flush_failures_total", "counter", f.failures.load(Ordering::Relaxed) as f64),
-        ("tally_flush_seconds_total", "counter", f.micros.load(Ordering::Relaxed) as f64 / 1e6),
         ("tally_flush_backlog_segments", "gauge", f.backlog.load(Ordering::Relaxed) as f64),
     ] {
         let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
     }
+    out.push_str("# TYPE tally_http_request_duration_seconds histogram\n");
+    let mut durations: Vec<_> = m.durations.lock().expect("metrics lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    durations.sort_by(|a, b| a.0.cmp(&b.0));
+    for (route, h) in durations {
+        h.render(&mut out, "tally_http_request_duration_seconds", &format!("route=\"{route}\""));
+    }
+    out.push_str("# TYPE tally_wal_append_duration_seconds histogram\n");
+    m.wal_append.render(&mut out, "tally_wal_append_duration_seconds", "");
+    out.push_str("# TYPE tally_flush_duration_seconds histogram\n");
+    f.duration.render(&mut out, "tally_flush_duration_seconds", "");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -518,8 +533,7 @@ async fn append(state: &AppState, table: Table, batch: &RecordBatch) -> Result<(
     let started = Instant::now();
     let appended = state.wal.append(table, batch).await;
     let m = &state.metrics;
-    m.wal_appends.fetch_add(1, Ordering::Relaxed);
-    m.wal_append_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    m.wal_append.observe(started.elapsed());
     match &appended {
         Ok(()) => m.accepted[table as usize].fetch_add(batch.num_rows() as u64, Ordering::Relaxed),
         Err(_) => m.wal_failures.fetch_add(1, Ordering::Relaxed),

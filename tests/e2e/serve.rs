@@ -365,6 +365,9 @@ fn store_failure_loses_nothing_and_recovers_by_itself() {
     assert_eq!(post(&server.addr, "/v1/events", &key, &body).unwrap().0, 200, "the WAL still takes writes");
     assert!(wait_until(Duration::from_secs(30), || metric(&server.addr, "tally_flush_failures_total") >= 1.0), "the flush failure is visible");
     assert_eq!(metric(&server.addr, "tally_flush_segments_total"), 0.0);
+    assert_eq!(metric(&server.addr, "tally_wal_append_duration_seconds_count"), 1.0, "one append, timed");
+    assert_eq!(metric(&server.addr, "tally_http_request_duration_seconds_count{route=\"/v1/events\"}"), 1.0, "one request, timed");
+    assert_eq!(metric(&server.addr, "tally_flush_duration_seconds_count"), 0.0, "a failed flush is not a flush");
 
     std::fs::remove_file(&blocker).unwrap();
     assert!(
