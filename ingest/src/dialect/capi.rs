@@ -322,7 +322,9 @@ struct Key(&'static [&'static str]);
 impl<'de> DeserializeSeed<'de> for Key {
     type Value = Option<usize>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
+        // As bytes: serde_json then hands over the key without checking it is UTF-8, which
+        // matters for the few keys read (all ASCII); a key that matches none is checked below.
+        d.deserialize_bytes(self)
     }
 }
 
@@ -333,6 +335,12 @@ impl<'de> Visitor<'de> for Key {
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
         Ok(self.0.iter().position(|k| *k == v))
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        match self.0.iter().position(|k| k.as_bytes() == v) {
+            Some(i) => Ok(Some(i)),
+            None => std::str::from_utf8(v).map(|_| None).map_err(|_| E::custom("a key is not valid UTF-8")),
+        }
     }
 }
 
@@ -811,6 +819,9 @@ mod tests {
             (b"{\"data\":{}}", "$['data']", "must be a JSON array"),
             (b"{\"data\":\"[1\"}", "$['data']", "must be a JSON array"),
             (b"{\"data\":[],\"access_token\":[1]}", "$['access_token']", "must be a string"),
+            // Keys are matched as bytes; one that is not UTF-8 is still refused, at any depth.
+            (b"{\"d\xffa\":[]}", "$", "not valid JSON"),
+            (b"{\"data\":[{\"user_data\":{\"\xc3(\":1}}]}", "$", "not valid JSON"),
         ] {
             let e = capi_request_from_json(body, NOW).unwrap_err();
             assert_eq!(e.path, path, "{}", String::from_utf8_lossy(body));

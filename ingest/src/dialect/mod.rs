@@ -26,7 +26,9 @@ pub use tiktok::{TiktokShape, tiktok_error, tiktok_events_rows, tiktok_ok, tikto
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
+use memchr::memmem;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -76,24 +78,30 @@ pub(crate) const TOO_NEW: &str = "the event is more than 10 minutes in the futur
 /// assert_eq!(device_os("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"), "macos");
 /// ```
 pub fn device_os(user_agent: &str) -> &'static str {
+    // Searchers built once: every event with a user agent runs up to ten of these searches,
+    // and a `str::contains` pays for setting up its searcher on every call.
+    static FINDERS: LazyLock<[memmem::Finder<'static>; 10]> = LazyLock::new(|| {
+        ["windows phone", "iphone", "ipad", "ipod", "android", "windows", "macintosh", "mac os x", "linux", "x11"].map(memmem::Finder::new)
+    });
+    let [windows_phone, iphone, ipad, ipod, android, windows, macintosh, mac_os_x, linux, x11] = &*FINDERS;
     let ua = user_agent.to_ascii_lowercase();
-    let has = |s: &str| ua.contains(s);
+    let has = |f: &memmem::Finder| f.find(ua.as_bytes()).is_some();
     let word = |w: &str| ua.split(|c: char| !c.is_ascii_alphanumeric()).any(|t| t == w);
     // Order matters: iOS agents say "like Mac OS X", Android agents say "Linux", and old
     // Windows Phone agents claim to be Android and iPhone.
-    if has("windows phone") {
+    if has(windows_phone) {
         "windows"
-    } else if has("iphone") || has("ipad") || has("ipod") || word("ios") {
+    } else if has(iphone) || has(ipad) || has(ipod) || word("ios") {
         "ios"
-    } else if has("android") {
+    } else if has(android) {
         "android"
-    } else if has("windows") {
+    } else if has(windows) {
         "windows"
-    } else if has("macintosh") || has("mac os x") {
+    } else if has(macintosh) || has(mac_os_x) {
         "macos"
     } else if word("cros") {
         "other" // ChromeOS: Linux underneath, but not what ad platforms call Linux
-    } else if has("linux") || has("x11") {
+    } else if has(linux) || has(x11) {
         "linux"
     } else {
         "other"
