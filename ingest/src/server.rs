@@ -32,7 +32,7 @@ use crate::dialect;
 use crate::flush::{self, FlushStats};
 use crate::histogram::Histogram;
 use crate::raw::json_rows;
-use crate::wal::{Wal, WalConfig, WalError};
+use crate::wal::{DirLock, Wal, WalConfig, WalError};
 
 /// How long a graceful stop waits for the WAL to reach Parquet.
 const SHUTDOWN_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -153,6 +153,8 @@ pub struct Server {
     state: Arc<AppState>,
     /// Resolves when the flusher thread has drained its queue and ended.
     flusher: tokio::sync::oneshot::Receiver<()>,
+    /// This process's claim on the WAL directory, released once the flusher has ended.
+    _wal_lock: DirLock,
 }
 
 impl Server {
@@ -165,6 +167,7 @@ impl Server {
         let node = node_id(&state_dir).map_err(io)?;
         let (sealed_tx, sealed_rx) = tokio::sync::mpsc::unbounded_channel();
         let wal_dir = state_dir.join("wal");
+        let wal_lock = DirLock::acquire(&wal_dir).map_err(io)?;
         let (wal, pending) = Wal::open(&wal_dir, config.wal, sealed_tx).map_err(io)?;
         if !pending.is_empty() {
             tracing::info!(segments = pending.len(), "replaying write-ahead log segments left by the previous run");
@@ -184,7 +187,7 @@ impl Server {
             buckets: Mutex::new(HashMap::new()),
             config,
         });
-        Ok(Server { listener, state, flusher })
+        Ok(Server { listener, state, flusher, _wal_lock: wal_lock })
     }
 
     /// The bound address.

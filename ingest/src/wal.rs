@@ -93,6 +93,36 @@ pub struct Wal {
     commands: mpsc::Sender<Command>,
 }
 
+/// The exclusive claim of one process on a log directory, held while it serves: a second
+/// `tally serve` on the same data directory would write segments with the same sequence
+/// numbers, flush and retire the first one's, and recycle its spares under it. The lock is
+/// the kernel's (`flock`), so it goes with the process however it ends, SIGKILL included, and
+/// a restart after a crash is never refused.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir` (created if missing), or says who holds it.
+    pub fn acquire(dir: &Path) -> std::io::Result<DirLock> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join("LOCK");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "another `tally serve` is running on this data directory (its write-ahead log {} is locked); stop it, or give this server a data directory of its own",
+                    dir.display()
+                ),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
 impl Wal {
     /// Opens the log in `dir`. Segments already there (from a previous process) are returned
     /// first, sealed, for the flusher; new frames go to a fresh segment. Sealed segments are

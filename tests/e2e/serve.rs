@@ -99,6 +99,27 @@ fn restarts_after_clean_stops_keep_every_earlier_event() {
     assert_eq!(scalar_i64(&s.sql("select count(distinct event_id) from conversions where event_id like 'run%'")), 12);
 }
 
+/// A second server on the same data directory is refused with a clear message (it would share
+/// the first one's write-ahead log); the first keeps serving, and once it has stopped the
+/// directory can be served again.
+#[test]
+fn a_second_server_on_one_data_directory_is_refused() {
+    let s = Scratch::new();
+    let key = s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]).trim().to_owned();
+    let when = recent(1, 15);
+    let first = Served::start(&s);
+    let second = s.tally(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!second.status.success(), "the second server must not run");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another `tally serve` is running on this data directory"), "{stderr}");
+    assert_eq!(post(&first.addr, "/v1/events", &key, &format!("[{}]", event_json("first", &when))).unwrap().0, 200, "the first still serves");
+    assert!(first.terminate().success());
+    let again = Served::start(&s);
+    assert_eq!(post(&again.addr, "/v1/events", &key, &format!("[{}]", event_json("again", &when))).unwrap().0, 200);
+    assert!(again.terminate().success());
+    assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id in ('first', 'again')")), 2);
+}
+
 fn event_json(id: &str, when: &str) -> String {
     format!(r#"{{"source_id":"px1","event_id":"{id}","event_name":"Purchase","event_time":"{when}","em":"{id}@example.com","value":5,"currency":"USD"}}"#)
 }
@@ -134,7 +155,7 @@ fn native_endpoints_answer_per_row_and_store_after_shutdown() {
     assert_eq!(post(&server.addr, "/v1/touchpoints", &key, &ndjson).unwrap().0, 200);
 
     assert!(server.terminate().success(), "graceful shutdown exits 0");
-    assert_eq!(wal_files(&s), ["last-seq"], "the WAL is flushed and retired on shutdown");
+    assert_eq!(wal_files(&s), ["LOCK", "last-seq"], "the WAL is flushed and retired on shutdown");
     assert_eq!(s.sql_text("select event_id, advertiser_id from conversions").lines().filter(|l| l.contains("a1") && l.contains("acme")).count(), 1);
     assert_eq!(scalar_i64(&s.sql("select count(*) from conversions")), 1);
     assert_eq!(scalar_i64(&s.sql("select count(*) from touchpoints where em is not null")), 1);
@@ -223,7 +244,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     }
     // A last, clean start replays whatever the kills left in the WAL; a clean stop flushes it.
     assert!(Served::start(&s).terminate().success());
-    assert_eq!(wal_files(&s), ["last-seq"], "every WAL segment retired");
+    assert_eq!(wal_files(&s), ["LOCK", "last-seq"], "every WAL segment retired");
 
     let rows = s.sql("select event_id, count(*) as n from conversions group by event_id");
     let mut stored: BTreeMap<String, i64> = BTreeMap::new();
