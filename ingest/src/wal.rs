@@ -370,9 +370,9 @@ fn tag_table(tag: u8) -> Option<Table> {
     Table::BASE.into_iter().find(|t| table_tag(*t) == tag)
 }
 
-/// The frame of `batch` but for its segment seq ([`stamp_seq`]): encoded and checksummed by
+/// The frame of `batch` but for its segment seq (`stamp_seq`): encoded and checksummed by
 /// the request's task, so the single writer thread only copies it out.
-fn encode_payload(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+pub fn encode_payload(table: Table, batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut frame = vec![0; HEADER];
     frame.push(table_tag(table));
     let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut frame, &batch.schema())?;

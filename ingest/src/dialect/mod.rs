@@ -26,9 +26,7 @@ pub use tiktok::{TiktokShape, tiktok_error, tiktok_events_rows, tiktok_ok, tikto
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
 
-use memchr::memmem;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -78,30 +76,31 @@ pub(crate) const TOO_NEW: &str = "the event is more than 10 minutes in the futur
 /// assert_eq!(device_os("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"), "macos");
 /// ```
 pub fn device_os(user_agent: &str) -> &'static str {
-    // Searchers built once: every event with a user agent runs up to ten of these searches,
-    // and a `str::contains` pays for setting up its searcher on every call.
-    static FINDERS: LazyLock<[memmem::Finder<'static>; 10]> = LazyLock::new(|| {
-        ["windows phone", "iphone", "ipad", "ipod", "android", "windows", "macintosh", "mac os x", "linux", "x11"].map(memmem::Finder::new)
-    });
-    let [windows_phone, iphone, ipad, ipod, android, windows, macintosh, mac_os_x, linux, x11] = &*FINDERS;
-    let ua = user_agent.to_ascii_lowercase();
-    let has = |f: &memmem::Finder| f.find(ua.as_bytes()).is_some();
-    let word = |w: &str| ua.split(|c: char| !c.is_ascii_alphanumeric()).any(|t| t == w);
+    // Every event with a user agent comes here, so no allocation and no searcher set-up: the
+    // agent is lowercased into a stack buffer (long ones are cut: the platform is named early)
+    // and each needle is looked for by its first byte.
+    let mut buf = [0u8; 512];
+    let n = user_agent.len().min(buf.len());
+    buf[..n].copy_from_slice(&user_agent.as_bytes()[..n]);
+    buf[..n].make_ascii_lowercase();
+    let ua = &buf[..n];
+    let has = |needle: &[u8]| ua.len() >= needle.len() && ua.windows(needle.len()).any(|w| w[0] == needle[0] && w == needle);
+    let word = |w: &[u8]| ua.split(|c| !c.is_ascii_alphanumeric()).any(|t| t == w);
     // Order matters: iOS agents say "like Mac OS X", Android agents say "Linux", and old
     // Windows Phone agents claim to be Android and iPhone.
-    if has(windows_phone) {
+    if has(b"windows phone") {
         "windows"
-    } else if has(iphone) || has(ipad) || has(ipod) || word("ios") {
+    } else if has(b"iphone") || has(b"ipad") || has(b"ipod") || word(b"ios") {
         "ios"
-    } else if has(android) {
+    } else if has(b"android") {
         "android"
-    } else if has(windows) {
+    } else if has(b"windows") {
         "windows"
-    } else if has(macintosh) || has(mac_os_x) {
+    } else if has(b"macintosh") || has(b"mac os x") {
         "macos"
-    } else if word("cros") {
+    } else if word(b"cros") {
         "other" // ChromeOS: Linux underneath, but not what ad platforms call Linux
-    } else if has(linux) || has(x11) {
+    } else if has(b"linux") || has(b"x11") {
         "linux"
     } else {
         "other"
@@ -384,6 +383,9 @@ mod tests {
         for (ua, want) in table {
             assert_eq!(device_os(ua), want, "{ua}");
         }
+        let long = format!("Mozilla/5.0 (Linux; Android 14) {}", "x".repeat(5000));
+        assert_eq!(device_os(&long), "android", "a long agent is read from its start");
+        assert_eq!(device_os(""), "other");
     }
 
     #[test]
