@@ -54,7 +54,11 @@ impl CapiRequest {
 /// "partner_agent", ...}`, checking each event against the window around `now_unix`. Other
 /// top-level keys (`upload_tag`, `namespace_id`, ...) are accepted and ignored.
 pub fn capi_request_from_json(body: &[u8], now_unix: i64) -> Result<CapiRequest, DialectError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // UTF-8 checked once for the whole body: the reader then takes every string as it is
+    // (`from_str`), instead of checking each one again (a tenth of the reading time).
+    let text = std::str::from_utf8(body)
+        .map_err(|e| DialectError::new(None, "$", format!("the body is not valid JSON: it is not UTF-8 (at byte {})", e.valid_up_to())))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let parsed = BodySeed { now_unix }.deserialize(&mut de).and_then(|b| de.end().map(|()| b));
     let body = parsed.map_err(|e| DialectError::new(None, "$", format!("the body is not valid JSON: {e}")))?;
     let Some(body) = body else {
@@ -322,9 +326,7 @@ struct Key(&'static [&'static str]);
 impl<'de> DeserializeSeed<'de> for Key {
     type Value = Option<usize>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        // As bytes: serde_json then hands over the key without checking it is UTF-8, which
-        // matters for the few keys read (all ASCII); a key that matches none is checked below.
-        d.deserialize_bytes(self)
+        d.deserialize_str(self)
     }
 }
 
@@ -335,12 +337,6 @@ impl<'de> Visitor<'de> for Key {
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
         Ok(self.0.iter().position(|k| *k == v))
-    }
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        match self.0.iter().position(|k| k.as_bytes() == v) {
-            Some(i) => Ok(Some(i)),
-            None => std::str::from_utf8(v).map(|_| None).map_err(|_| E::custom("a key is not valid UTF-8")),
-        }
     }
 }
 
@@ -819,7 +815,7 @@ mod tests {
             (b"{\"data\":{}}", "$['data']", "must be a JSON array"),
             (b"{\"data\":\"[1\"}", "$['data']", "must be a JSON array"),
             (b"{\"data\":[],\"access_token\":[1]}", "$['access_token']", "must be a string"),
-            // Keys are matched as bytes; one that is not UTF-8 is still refused, at any depth.
+            // Text that is not UTF-8 is refused, wherever it is.
             (b"{\"d\xffa\":[]}", "$", "not valid JSON"),
             (b"{\"data\":[{\"user_data\":{\"\xc3(\":1}}]}", "$", "not valid JSON"),
         ] {
