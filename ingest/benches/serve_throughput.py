@@ -100,6 +100,24 @@ def p99_between(before, after):
         res[name] = next((le for le, c in diff if total and c >= 0.99 * total), "?")
     return res
 
+def disk_floor(seconds=3.0):
+    """fdatasync latency of 400 KB appends every 5 ms in the data directory's file system, alone."""
+    path = os.path.join(work, "floor.tmp")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    buf, lat, end = os.urandom(400_000), [], time.time() + seconds
+    try:
+        while time.time() < end:
+            t = time.perf_counter()
+            os.write(fd, buf)
+            os.fdatasync(fd)
+            lat.append(time.perf_counter() - t)
+            time.sleep(0.005)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    lat.sort()
+    return lat[int(0.99 * (len(lat) - 1))] * 1000, lat[-1] * 1000
+
 data = os.path.join(work, "data")
 key = subprocess.run([args.tally, "--data", data, "keys", "create", "--advertiser", "bench", "--source", "px1"],
                      capture_output=True, text=True, check=True).stdout.strip()
@@ -122,6 +140,7 @@ try:
         latency = t50
         for _ in range(4):
             delay = max(1, int(args.connections * 1000 / half - latency))
+            floor99, floor_max = disk_floor()
             before = buckets(tally_addr)
             rh, h50, h99 = wrk(tally_addr, path, bf, args.connections, args.seconds, delay)
             server = p99_between(before, buckets(tally_addr))
@@ -130,7 +149,8 @@ try:
             latency = max(0.0, args.connections * 1000 / rh - delay)
         print(f"batch {n:>5}: peer {rp*n:>10,.0f} events/s | tally {rt*n:>10,.0f} events/s (p50 {t50:.1f} ms, p99 {t99:.1f} ms) | "
               f"ratio {rt/rp:.2f} | at {rh*n:,.0f} events/s ({rh/rt:.0%} of sustained): p50 {h50:.1f} ms, p99 {h99:.1f} ms "
-              f"(tally's own p99: handling <= {float(server['handling'])*1000:g} ms, log wait <= {float(server['log wait'])*1000:g} ms)")
+              f"(tally's own p99: handling <= {float(server['handling'])*1000:g} ms, log wait <= {float(server['log wait'])*1000:g} ms; "
+              f"disk alone just before: fdatasync p99 {floor99:.1f} ms, max {floor_max:.1f} ms)")
 finally:
     peer.kill()
     subprocess.run(["kill", "-TERM", str(tally.pid)])
