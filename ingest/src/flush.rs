@@ -44,6 +44,50 @@ pub struct FlushStats {
 /// WAL's `fdatasync` — which acknowledgements wait on — never queues behind a whole file.
 const WRITEBACK_CHUNK: u64 = 1024 * 1024;
 
+/// How the names of the Parquet files flushed by ingest node `node` begin.
+fn flushed_prefix(node: &str) -> String {
+    format!("wal-{node}-")
+}
+
+/// The name stem of the Parquet files flushed from segment `seq` by ingest node `node`.
+fn flushed_stem(node: &str, seq: u64) -> String {
+    format!("{}{seq:012}", flushed_prefix(node))
+}
+
+/// Removes the in-progress copies (`.wal-<node>-….parquet.tmp`) that a flush of this node left
+/// in the store's partition directories when its process was killed mid-file; returns how many.
+///
+/// Only for the caller holding the node's WAL lock ([`crate::wal::DirLock`]): no flush of this
+/// node can be running then, so every such file is dead — its segment was not retired and is
+/// flushed again from the log. Other writers' temporary files (`tally import`'s, another
+/// node's) are left alone: they may be in progress.
+pub fn remove_dead_temp_files(root: &std::path::Path, node: &str) -> std::io::Result<usize> {
+    let prefix = format!(".{}", flushed_prefix(node));
+    let mut removed = 0;
+    for table in Table::BASE {
+        let mut dirs = vec![root.join(table.name())];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if entry.file_type()?.is_dir() {
+                    dirs.push(entry.path());
+                } else if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                    std::fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Writes one sealed segment to the store and retires it; returns the rows written.
 pub async fn flush_segment(store: &Store, key_id: &str, node: &str, segment: &Segment, stats: &FlushStats) -> Result<u64, StoreError> {
     let io = |source| StoreError::Io { what: "cannot read WAL segment", path: segment.path.clone(), source };
@@ -59,8 +103,7 @@ pub async fn flush_segment(store: &Store, key_id: &str, node: &str, segment: &Se
     }
     let mut rows = 0u64;
     for (table, batches) in by_table {
-        let mut writer =
-            store.writer(table, &store.stamp(key_id)).with_name_stem(format!("wal-{node}-{:012}", segment.seq)).with_paced_writeback(WRITEBACK_CHUNK);
+        let mut writer = store.writer(table, &store.stamp(key_id)).with_name_stem(flushed_stem(node, segment.seq)).with_paced_writeback(WRITEBACK_CHUNK);
         for b in &batches {
             writer.write(b)?;
             rows += b.num_rows() as u64;

@@ -168,6 +168,11 @@ impl Server {
         let (sealed_tx, sealed_rx) = tokio::sync::mpsc::unbounded_channel();
         let wal_dir = state_dir.join("wal");
         let wal_lock = DirLock::acquire(&wal_dir).map_err(io)?;
+        let data_dir = state_dir.parent().expect("the state directory is inside the data directory");
+        let removed = flush::remove_dead_temp_files(data_dir, &node).map_err(io)?;
+        if removed > 0 {
+            tracing::info!(files = removed, "removed unfinished Parquet files of a flush cut short; their segments are flushed again");
+        }
         let (wal, pending) = Wal::open(&wal_dir, config.wal, sealed_tx).map_err(io)?;
         if !pending.is_empty() {
             tracing::info!(segments = pending.len(), "replaying write-ahead log segments left by the previous run");

@@ -120,6 +120,29 @@ fn a_second_server_on_one_data_directory_is_refused() {
     assert_eq!(scalar_i64(&s.sql("select count(*) from conversions where event_id in ('first', 'again')")), 2);
 }
 
+/// A flush cut short by a kill leaves its in-progress copy (`.wal-<node>-….parquet.tmp`) in a
+/// partition directory; the next start of that node removes it (the segment is flushed again
+/// from the log). Another writer's temporary file — an import's, which may be in progress — stays.
+#[test]
+fn a_restart_removes_the_dead_flush_files_of_its_node_only() {
+    let s = Scratch::new();
+    s.ok(&["keys", "create", "--advertiser", "acme", "--source", "px1"]);
+    assert!(Served::start(&s).terminate().success());
+    let node = std::fs::read_to_string(s.data().join("_tally/node-id")).unwrap().trim().to_owned();
+    let dir = s.data().join("conversions/advertiser_id=acme/date=2026-01-02");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dead = dir.join(format!(".wal-{node}-000000000007-0001.parquet.tmp"));
+    let foreign = [dir.join(".part-1700000000000000-42-000001-abcdef.parquet.tmp"), dir.join(".wal-0badcafe-000000000007-0001.parquet.tmp")];
+    for f in foreign.iter().chain([&dead]) {
+        std::fs::write(f, b"PAR1 half a file").unwrap();
+    }
+    assert!(Served::start(&s).terminate().success());
+    assert!(!dead.exists(), "this node's dead flush file is removed");
+    for f in &foreign {
+        assert!(f.exists(), "{} is not this node's and stays", f.display());
+    }
+}
+
 fn event_json(id: &str, when: &str) -> String {
     format!(r#"{{"source_id":"px1","event_id":"{id}","event_name":"Purchase","event_time":"{when}","em":"{id}@example.com","value":5,"currency":"USD"}}"#)
 }
@@ -245,6 +268,8 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     // A last, clean start replays whatever the kills left in the WAL; a clean stop flushes it.
     assert!(Served::start(&s).terminate().success());
     assert_eq!(wal_files(&s), ["LOCK", "last-seq"], "every WAL segment retired");
+    let temps: Vec<_> = s.data_files().into_iter().filter(|f| f.extension().is_some_and(|e| e == "tmp")).collect();
+    assert!(temps.is_empty(), "no unfinished file is left behind: {temps:?}");
 
     let rows = s.sql("select event_id, count(*) as n from conversions group by event_id");
     let mut stored: BTreeMap<String, i64> = BTreeMap::new();
