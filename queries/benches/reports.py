@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Each saved report: `tally report NAME` vs the same SQL in DuckDB, on the same stored Parquet.
 
-    cargo build -p tally
+    cargo build --release -p tally     # DuckDB is an optimized build: so is the Tally compared
     python3 queries/benches/reports.py --data /path/to/data --advertiser acme --runs 3
 
 DATA is a Tally data root holding the tables the reports read (touchpoints, conversions,
@@ -25,6 +25,7 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -147,7 +148,9 @@ def main():
     ap.add_argument("--tally", default=None)
     args = ap.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR", str(HERE.parent.parent / "target"))
-    tally = args.tally or str(Path(target) / "debug" / "tally")
+    tally = args.tally or str(Path(target) / "release" / "tally")
+    if not Path(tally).exists():
+        sys.exit(f"{tally} is missing: cargo build --release -p tally (or give --tally)")
     given = dict(p.split("=", 1) for p in args.param)
 
     # Warm the page cache for both sides alike.
