@@ -14,18 +14,21 @@ value, currency, event ids) from `wrk` on the same machine:
 For each batch size: sustained events/s of both (closed loop, --connections), their ratio,
 then the latency of tally at half its sustained rate (wrk paced by a random per-request
 delay around a mean calibrated to 45-55% of the sustained rate), p50/p99 from wrk's latency distribution. Build first:
-  cargo build -p tally && cargo build -p tally-ingest --example capi_discard
+  cargo build --release -p tally && cargo build --release -p tally-ingest --example capi_discard
 """
 import argparse, json, os, random, re, shutil, subprocess, sys, tempfile, time, urllib.request
 
 target = os.environ.get("CARGO_TARGET_DIR", "target")
 ap = argparse.ArgumentParser()
-ap.add_argument("--tally", default=os.path.join(target, "debug", "tally"))
-ap.add_argument("--peer", default=os.path.join(target, "debug", "examples", "capi_discard"))
+ap.add_argument("--tally", default=os.path.join(target, "release", "tally"))
+ap.add_argument("--peer", default=os.path.join(target, "release", "examples", "capi_discard"))
 ap.add_argument("--seconds", type=int, default=10)
 ap.add_argument("--connections", type=int, default=16)
 ap.add_argument("--batches", default="100,1000")
 args = ap.parse_args()
+for binary in (args.tally, args.peer):
+    if not os.path.exists(binary):
+        sys.exit(f"{binary} is missing: cargo build --release -p tally && cargo build --release -p tally-ingest --example capi_discard")
 if not shutil.which("wrk"):
     sys.exit("wrk is needed: apt-get install -y wrk")
 
