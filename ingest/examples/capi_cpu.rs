@@ -9,52 +9,19 @@
 //! 2. convert: validation, normalization, keyed BLAKE3 of the identifiers, typed columns;
 //! 3. frame: the WAL frame (Arrow IPC + CRC32) the log writer copies out.
 //!
-//! The peer deserializes the same body into the typed structs of `capi_discard`. Stages and
-//! peer are interleaved round by round; the best round of each is printed.
+//! The peer deserializes the same body into the typed structs `capi_discard` uses
+//! (`examples/common/capi_peer.rs`). Stages and peer are interleaved round by round; the best
+//! round of each is printed.
 
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use tally_core::schema::Table;
 use tally_core::{PlaintextMode, Pseudonymizer};
 use tally_ingest::{Context, convert, dialect, wal};
 
-#[derive(Deserialize)]
-#[allow(dead_code)] // parsed, which is the point, then dropped
-struct Body {
-    data: Vec<Event>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Event {
-    event_name: String,
-    event_time: i64,
-    event_id: Option<String>,
-    action_source: Option<String>,
-    event_source_url: Option<String>,
-    user_data: UserData,
-    custom_data: Option<CustomData>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct UserData {
-    em: Option<Vec<String>>,
-    ph: Option<Vec<String>>,
-    external_id: Option<Vec<String>>,
-    client_ip_address: Option<String>,
-    client_user_agent: Option<String>,
-    fbp: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct CustomData {
-    value: Option<f64>,
-    currency: Option<String>,
-    order_id: Option<String>,
-}
+#[path = "common/capi_peer.rs"]
+mod capi_peer;
+use capi_peer::Body;
 
 fn body(events: usize, now: i64) -> Vec<u8> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;

@@ -11,76 +11,11 @@ use axum::Json;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::post;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-#[derive(Deserialize)]
-#[allow(dead_code)] // fields are parsed, which is the point, and then dropped
-struct Body {
-    data: Vec<Event>,
-    #[serde(default)]
-    test_event_code: Option<String>,
-    #[serde(default)]
-    access_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Event {
-    event_name: String,
-    event_time: i64,
-    #[serde(default)]
-    event_id: Option<String>,
-    #[serde(default)]
-    action_source: Option<String>,
-    #[serde(default)]
-    event_source_url: Option<String>,
-    user_data: UserData,
-    #[serde(default)]
-    custom_data: Option<CustomData>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct UserData {
-    #[serde(default)]
-    em: Option<OneOrMany>,
-    #[serde(default)]
-    ph: Option<OneOrMany>,
-    #[serde(default)]
-    external_id: Option<OneOrMany>,
-    #[serde(default)]
-    fbc: Option<String>,
-    #[serde(default)]
-    fbp: Option<String>,
-    #[serde(default)]
-    client_ip_address: Option<String>,
-    #[serde(default)]
-    client_user_agent: Option<String>,
-    #[serde(default)]
-    st: Option<OneOrMany>,
-    #[serde(default)]
-    country: Option<OneOrMany>,
-}
-
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct CustomData {
-    #[serde(default)]
-    value: Option<f64>,
-    #[serde(default)]
-    currency: Option<String>,
-    #[serde(default)]
-    order_id: Option<String>,
-}
+#[path = "common/capi_peer.rs"]
+mod capi_peer;
+use capi_peer::Body;
 
 async fn events(Path((_version, _pixel)): Path<(String, String)>, Query(query): Query<HashMap<String, String>>, body: axum::body::Bytes) -> (StatusCode, Json<Value>) {
     match serde_json::from_slice::<Body>(&body) {
