@@ -7,7 +7,7 @@
 //! into Parquet in the background. Client mistakes get 4xx bodies that say what and where;
 //! storage trouble gets 503 with `Retry-After`; nothing here panics on client input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,15 +81,23 @@ pub enum ServeError {
 /// Counters for `/metrics` (label values come from small fixed sets).
 #[derive(Debug, Default)]
 struct Metrics {
-    requests: Mutex<HashMap<(String, u16), u64>>,
-    /// Time from the request reaching its route to the response (for ingest: parsed,
-    /// validated, and in the fsynced log), per route.
-    durations: Mutex<HashMap<String, Arc<Histogram>>>,
+    /// Per route (sorted, as `/metrics` lists them).
+    routes: Mutex<BTreeMap<String, RouteStats>>,
     accepted: [AtomicU64; 4],
     rejected: Mutex<HashMap<&'static str, u64>>,
     /// Time each append waited for its rows to be in the fsynced log.
     wal_append: Histogram,
     wal_failures: AtomicU64,
+}
+
+/// What `/metrics` keeps of one route's requests.
+#[derive(Debug, Default)]
+struct RouteStats {
+    /// Answers by status code.
+    statuses: BTreeMap<u16, u64>,
+    /// Time from the request reaching the route to the response (for ingest: parsed,
+    /// validated, and in the fsynced log).
+    duration: Histogram,
 }
 
 impl Metrics {
@@ -262,10 +270,10 @@ async fn count_requests(State(state): State<Arc<AppState>>, req: Request, next: 
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(req).await;
-    let m = &state.metrics;
-    let histogram = m.durations.lock().expect("metrics lock").entry(route.clone()).or_default().clone();
-    histogram.observe(started.elapsed());
-    *m.requests.lock().expect("metrics lock").entry((route, response.status().as_u16())).or_default() += 1;
+    let mut routes = state.metrics.routes.lock().expect("metrics lock");
+    let stats = routes.entry(route).or_default();
+    stats.duration.observe(started.elapsed());
+    *stats.statuses.entry(response.status().as_u16()).or_default() += 1;
     response
 }
 
@@ -283,10 +291,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let f = &state.flush;
     let mut out = String::new();
     out.push_str("# TYPE tally_http_requests_total counter\n");
-    let mut requests: Vec<_> = m.requests.lock().expect("metrics lock").iter().map(|(k, v)| (k.clone(), *v)).collect();
-    requests.sort();
-    for ((route, status), n) in requests {
-        let _ = writeln!(out, "tally_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+    let routes = m.routes.lock().expect("metrics lock");
+    for (route, stats) in routes.iter() {
+        for (status, n) in &stats.statuses {
+            let _ = writeln!(out, "tally_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
     }
     out.push_str("# TYPE tally_events_accepted_total counter\n");
     for t in Table::BASE {
@@ -309,11 +318,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
     }
     out.push_str("# TYPE tally_http_request_duration_seconds histogram\n");
-    let mut durations: Vec<_> = m.durations.lock().expect("metrics lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    durations.sort_by(|a, b| a.0.cmp(&b.0));
-    for (route, h) in durations {
-        h.render(&mut out, "tally_http_request_duration_seconds", &format!("route=\"{route}\""));
+    for (route, stats) in routes.iter() {
+        stats.duration.render(&mut out, "tally_http_request_duration_seconds", &format!("route=\"{route}\""));
     }
+    drop(routes);
     out.push_str("# TYPE tally_wal_append_duration_seconds histogram\n");
     m.wal_append.render(&mut out, "tally_wal_append_duration_seconds", "");
     out.push_str("# TYPE tally_flush_duration_seconds histogram\n");
