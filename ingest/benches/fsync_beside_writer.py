@@ -14,14 +14,25 @@ the file system under test (default: a temp dir under /tmp).
 """
 import argparse, os, tempfile, threading, time
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--dir", default=None)
-ap.add_argument("--seconds", type=float, default=8)
-ap.add_argument("--rounds", type=int, default=2)
-args = ap.parse_args()
-root = tempfile.mkdtemp(prefix="fsync-bench-", dir=args.dir)
 
-def run(mode):
+def log_syncs(path, seconds):
+    """The foreground alone: 400 KB appended to `path` and fdatasynced every 5 ms for `seconds`;
+    returns the sorted sync latencies in ms. (Also the disk probe of serve_throughput.py.)"""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_TRUNC, 0o644)
+    rec, lat, end = os.urandom(400_000), [], time.time() + seconds
+    try:
+        while time.time() < end:
+            t0 = time.perf_counter()
+            os.write(fd, rec)
+            os.fdatasync(fd)
+            lat.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.005)
+    finally:
+        os.close(fd)
+    return sorted(lat)
+
+
+def run(root, seconds, mode):
     stop = threading.Event()
     def background():
         buf, i = os.urandom(1 << 20), 0
@@ -39,30 +50,27 @@ def run(mode):
                 os.unlink(os.path.join(root, f"pq-{i - 2}.parquet"))
             i += 1
     t = threading.Thread(target=background) if mode != "none" else None
-    wal = os.path.join(root, "wal.log")
-    fd = os.open(wal, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_TRUNC, 0o644)
     if t:
         t.start()
-    rec, lat, end = os.urandom(400_000), [], time.time() + args.seconds
-    while time.time() < end:
-        t0 = time.perf_counter()
-        os.write(fd, rec)
-        os.fdatasync(fd)
-        lat.append((time.perf_counter() - t0) * 1000)
-        time.sleep(0.005)
+    lat = log_syncs(os.path.join(root, "wal.log"), seconds)
     stop.set()
     if t:
         t.join()
-    os.close(fd)
     for f in os.listdir(root):
         os.unlink(os.path.join(root, f))
-    lat.sort()
     q = lambda p: lat[int(p * (len(lat) - 1))]
     return f"{mode:>8}: {len(lat):>5} syncs  p50 {q(.5):6.2f}  p90 {q(.9):6.2f}  p99 {q(.99):6.2f}  max {lat[-1]:7.2f} ms"
 
-try:
-    for r in range(args.rounds):
-        for mode in ["none", "unpaced", "paced"]:
-            print(f"round {r + 1} {run(mode)}", flush=True)
-finally:
-    os.rmdir(root)
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", default=None)
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="fsync-bench-", dir=args.dir)
+    try:
+        for r in range(args.rounds):
+            for mode in ["none", "unpaced", "paced"]:
+                print(f"round {r + 1} {run(root, args.seconds, mode)}", flush=True)
+    finally:
+        os.rmdir(root)

@@ -18,6 +18,9 @@ delay around a mean calibrated to 45-55% of the sustained rate), p50/p99 from wr
 """
 import argparse, json, os, random, re, shutil, subprocess, sys, tempfile, time, urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fsync_beside_writer import log_syncs  # the same probe as the fsync benchmark's foreground
+
 target = os.environ.get("CARGO_TARGET_DIR", "target")
 ap = argparse.ArgumentParser()
 ap.add_argument("--tally", default=os.path.join(target, "release", "tally"))
@@ -106,20 +109,11 @@ def p99_between(before, after):
 def disk_floor(seconds=3.0):
     """fdatasync latency of 400 KB appends every 5 ms in the data directory's file system, alone."""
     path = os.path.join(work, "floor.tmp")
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    buf, lat, end = os.urandom(400_000), [], time.time() + seconds
     try:
-        while time.time() < end:
-            t = time.perf_counter()
-            os.write(fd, buf)
-            os.fdatasync(fd)
-            lat.append(time.perf_counter() - t)
-            time.sleep(0.005)
+        lat = log_syncs(path, seconds)
     finally:
-        os.close(fd)
         os.unlink(path)
-    lat.sort()
-    return lat[int(0.99 * (len(lat) - 1))] * 1000, lat[-1] * 1000
+    return lat[int(0.99 * (len(lat) - 1))], lat[-1]
 
 data = os.path.join(work, "data")
 key = subprocess.run([args.tally, "--data", data, "keys", "create", "--advertiser", "bench", "--source", "px1"],
