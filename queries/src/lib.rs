@@ -12,6 +12,7 @@
 
 pub mod catalog;
 pub mod guard;
+pub mod inline_fs;
 mod path_agg;
 pub mod pg;
 pub mod reports;

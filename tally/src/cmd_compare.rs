@@ -75,7 +75,7 @@ pub(crate) async fn run(settings: &Settings, cmd: CompareCommand) -> Result<()> 
     };
     let (reader, actor) = common.reader.resolve(settings)?;
     // Every table, the stored output and the report see the reader's rows only.
-    let options = SessionOptions::default();
+    let options = SessionOptions { inline_reads: true, ..SessionOptions::default() };
     let session = || tally_queries::session_for(&store, &reader, &options);
     let ctx = session().await?;
     let (from, to) = window(&ctx, common).await?;

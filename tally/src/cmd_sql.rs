@@ -120,7 +120,7 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 pub(crate) async fn run_sql(settings: &Settings, args: SqlArgs) -> Result<()> {
     let (reader, actor) = args.reader.resolve(settings)?;
     let store = settings.open_store()?;
-    let options = SessionOptions { target_partitions: args.partitions, ..SessionOptions::default() };
+    let options = SessionOptions { target_partitions: args.partitions, inline_reads: true, ..SessionOptions::default() };
     let ctx = tally_queries::session_for(&store, &reader, &options).await?;
     let audit = audit_log(settings)?;
     let tables: Vec<String> = tally_queries::table_names(&ctx).into_iter().filter(|t| mentions(&args.query, t)).collect();
@@ -151,7 +151,8 @@ pub(crate) async fn run_report(settings: &Settings, args: ReportArgs) -> Result<
     report.bind(&given)?;
     let (reader, actor) = args.reader.resolve(settings)?;
     let store = settings.open_store()?;
-    let ctx = tally_queries::session_for(&store, &reader, &SessionOptions::default()).await?;
+    let options = SessionOptions { inline_reads: true, ..SessionOptions::default() };
+    let ctx = tally_queries::session_for(&store, &reader, &options).await?;
     for table in report.tables() {
         if !tally_queries::table_names(&ctx).iter().any(|t| t == table) {
             bail!("report `{}` reads `{table}`, which does not exist yet (run `tally attribute` first)", report.name);
