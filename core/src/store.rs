@@ -127,6 +127,30 @@ fn layout_properties(table: Layout, stamp: &FileStamp) -> WriterProperties {
         .build()
 }
 
+/// Whether a final `.parquet` file lies anywhere below `dir` (absent: none); stops at the first.
+fn any_data_file_below(dir: &Path) -> std::io::Result<bool> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let mut kind = entry.file_type()?;
+        if kind.is_symlink() {
+            kind = fs::metadata(entry.path())?.file_type();
+        }
+        if kind.is_dir() {
+            if any_data_file_below(&entry.path())? {
+                return Ok(true);
+            }
+        } else if kind.is_file() && entry.file_name().to_string_lossy().ends_with(".parquet") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// What a [`PartitionedWriter`] writes: a base table or a derived one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
@@ -244,6 +268,18 @@ impl Store {
             .await?;
         out.sort();
         Ok(out)
+    }
+
+    /// Whether `table` holds any data file: [`Store::list_files`] non-empty, without listing and
+    /// stat-ing every file of a local store (a session checks each derived table this way).
+    pub async fn has_files(&self, table: &str) -> Result<bool, StoreError> {
+        match &self.root {
+            DataRoot::Local(dir) => {
+                let dir = dir.join(table);
+                any_data_file_below(&dir).map_err(|source| StoreError::Io { what: "cannot list", path: dir, source })
+            }
+            DataRoot::Url { .. } => Ok(!self.list_files(table).await?.is_empty()),
+        }
     }
 
     /// A writer for `table` whose files carry `stamp`.
@@ -894,9 +930,12 @@ mod tests {
         let store = open(dir.path());
         let mut w = store.writer(Table::Spend, &stamp());
         w.write(&spend_batch(&[("acme", 20_000, 1.0), ("acme", 20_001, 2.0), ("globex", 20_000, 3.0), ("acme", 20_000, 4.0)])).unwrap();
-        // Before finish: only hidden temp files.
+        // Before finish: only hidden temp files, which are no data files.
         assert!(parquet_files(dir.path()).iter().all(|p| p.file_name().unwrap().to_str().unwrap().starts_with('.')));
+        assert!(!store.has_files("spend").await.unwrap());
+        assert!(!store.has_files("no_such_table").await.unwrap());
         let written = w.finish().await.unwrap();
+        assert!(store.has_files("spend").await.unwrap());
         assert_eq!(written.len(), 3);
         let files = parquet_files(dir.path());
         assert_eq!(files.len(), 3, "{files:?}");

@@ -104,7 +104,7 @@ pub async fn session_for(store: &Store, reader: &Reader, options: &SessionOption
         register(&ctx, store, reader, options, spec)?;
     }
     for table in DerivedTable::ALL {
-        let exists = store.list_files(table.name()).await.map(|f| !f.is_empty()).unwrap_or(false);
+        let exists = store.has_files(table.name()).await.unwrap_or(false);
         if exists {
             let spec = Spec { name: table.name(), schema: table.schema(), file_schema: table.file_schema() };
             register(&ctx, store, reader, options, spec)?;
