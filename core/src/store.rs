@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -127,28 +128,25 @@ fn layout_properties(table: Layout, stamp: &FileStamp) -> WriterProperties {
         .build()
 }
 
-/// Whether a final `.parquet` file lies anywhere below `dir` (absent: none); stops at the first.
-fn any_data_file_below(dir: &Path) -> std::io::Result<bool> {
+/// Calls `visit` with every entry below `dir` that is not a directory, depth first, until it
+/// returns `Break`; directories reached through symlinks are walked too, as the store's
+/// listings do. An absent `dir` holds nothing. Returns whether `visit` broke off.
+pub fn visit_files_below(dir: &Path, visit: &mut dyn FnMut(&fs::DirEntry) -> std::io::Result<ControlFlow<()>>) -> std::io::Result<ControlFlow<()>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ControlFlow::Continue(())),
         Err(e) => return Err(e),
     };
     for entry in entries {
         let entry = entry?;
-        let mut kind = entry.file_type()?;
-        if kind.is_symlink() {
-            kind = fs::metadata(entry.path())?.file_type();
-        }
-        if kind.is_dir() {
-            if any_data_file_below(&entry.path())? {
-                return Ok(true);
-            }
-        } else if kind.is_file() && entry.file_name().to_string_lossy().ends_with(".parquet") {
-            return Ok(true);
+        let kind = entry.file_type()?;
+        let is_dir = kind.is_dir() || (kind.is_symlink() && fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()));
+        let flow = if is_dir { visit_files_below(&entry.path(), visit)? } else { visit(&entry)? };
+        if flow.is_break() {
+            return Ok(flow);
         }
     }
-    Ok(false)
+    Ok(ControlFlow::Continue(()))
 }
 
 /// What a [`PartitionedWriter`] writes: a base table or a derived one.
@@ -276,7 +274,11 @@ impl Store {
         match &self.root {
             DataRoot::Local(dir) => {
                 let dir = dir.join(table);
-                any_data_file_below(&dir).map_err(|source| StoreError::Io { what: "cannot list", path: dir, source })
+                let mut is_data = |e: &fs::DirEntry| {
+                    Ok(if e.file_name().to_string_lossy().ends_with(".parquet") { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+                };
+                let found = visit_files_below(&dir, &mut is_data).map_err(|source| StoreError::Io { what: "cannot list", path: dir, source })?;
+                Ok(found.is_break())
             }
             DataRoot::Url { .. } => Ok(!self.list_files(table).await?.is_empty()),
         }

@@ -10,12 +10,14 @@
 //! nothing acknowledged is lost, and ingestion keeps going as long as the WAL can write.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use tally_core::schema::Table;
+use tally_core::store::visit_files_below;
 use tally_core::{Store, StoreError};
 
 use crate::histogram::Histogram;
@@ -64,26 +66,18 @@ fn flushed_stem(node: &str, seq: u64) -> String {
 pub fn remove_dead_temp_files(root: &std::path::Path, node: &str) -> std::io::Result<usize> {
     let prefix = format!(".{}", flushed_prefix(node));
     let mut removed = 0;
-    for table in Table::BASE {
-        let mut dirs = vec![root.join(table.name())];
-        while let Some(dir) = dirs.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries {
-                let entry = entry?;
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if entry.file_type()?.is_dir() {
-                    dirs.push(entry.path());
-                } else if name.starts_with(&prefix) && name.ends_with(".tmp") {
-                    std::fs::remove_file(entry.path())?;
-                    removed += 1;
-                }
-            }
+    let mut remove_dead = |entry: &std::fs::DirEntry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
         }
+        Ok(ControlFlow::Continue(()))
+    };
+    for table in Table::BASE {
+        // `remove_dead` never breaks off: every table is walked to the end.
+        let _ = visit_files_below(&root.join(table.name()), &mut remove_dead)?;
     }
     Ok(removed)
 }
