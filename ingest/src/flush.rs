@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
 use tally_core::schema::Table;
+use tally_core::store::PartitionedWriter;
 use tally_core::store::visit_files_below;
 use tally_core::{Store, StoreError};
 
@@ -83,25 +83,31 @@ pub fn remove_dead_temp_files(root: &std::path::Path, node: &str) -> std::io::Re
 }
 
 /// Writes one sealed segment to the store and retires it; returns the rows written.
+///
+/// The segment is read a frame at a time and each frame's rows go straight to the table's
+/// Parquet writer, so a flush holds one frame and the files' open row groups in memory, not
+/// the whole segment twice over (its bytes and its decoded rows).
 pub async fn flush_segment(store: &Store, key_id: &str, node: &str, segment: &Segment, stats: &FlushStats) -> Result<u64, StoreError> {
     let io = |source| StoreError::Io { what: "cannot read WAL segment", path: segment.path.clone(), source };
     let started = std::time::Instant::now();
-    let replay = wal::replay(segment).map_err(io)?;
-    if replay.torn_bytes > 0 {
-        tracing::warn!(segment = %segment.path.display(), torn_bytes = replay.torn_bytes, "dropping a torn WAL tail (never acknowledged)");
-        stats.torn_bytes.fetch_add(replay.torn_bytes, Ordering::Relaxed);
-    }
-    let mut by_table: BTreeMap<Table, Vec<RecordBatch>> = BTreeMap::new();
-    for (table, batch) in replay.batches {
-        by_table.entry(table).or_default().push(batch);
-    }
+    let mut frames = wal::SegmentReader::open(segment).map_err(io)?;
+    let stamp = store.stamp(key_id);
+    let mut writers: BTreeMap<Table, PartitionedWriter> = BTreeMap::new();
     let mut rows = 0u64;
-    for (table, batches) in by_table {
-        let mut writer = store.writer(table, &store.stamp(key_id)).with_name_stem(flushed_stem(node, segment.seq)).with_paced_writeback(WRITEBACK_CHUNK);
+    while let Some((table, batches)) = frames.next_frame().map_err(io)? {
+        let writer = writers
+            .entry(table)
+            .or_insert_with(|| store.writer(table, &stamp).with_name_stem(flushed_stem(node, segment.seq)).with_paced_writeback(WRITEBACK_CHUNK));
         for b in &batches {
             writer.write(b)?;
             rows += b.num_rows() as u64;
         }
+    }
+    if frames.torn_bytes() > 0 {
+        tracing::warn!(segment = %segment.path.display(), torn_bytes = frames.torn_bytes(), "dropping a torn WAL tail (never acknowledged)");
+        stats.torn_bytes.fetch_add(frames.torn_bytes(), Ordering::Relaxed);
+    }
+    for writer in writers.into_values() {
         let files = writer.finish().await?;
         stats.files.fetch_add(files.len() as u64, Ordering::Relaxed);
     }
