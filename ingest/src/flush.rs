@@ -9,7 +9,7 @@
 //! files (disk full, a failing object store), the segment stays and is retried with backoff;
 //! nothing acknowledged is lost, and ingestion keeps going as long as the WAL can write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +19,7 @@ use tally_core::schema::Table;
 use tally_core::store::PartitionedWriter;
 use tally_core::store::visit_files_below;
 use tally_core::{Store, StoreError};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::histogram::Histogram;
 use crate::wal::{self, Segment};
@@ -141,7 +142,7 @@ pub fn spawn(
     key_id: String,
     node: String,
     pending: Vec<Segment>,
-    sealed: tokio::sync::mpsc::UnboundedReceiver<Segment>,
+    sealed: UnboundedReceiver<Segment>,
     stats: Arc<FlushStats>,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -242,23 +243,28 @@ async fn run(
     key_id: String,
     node: String,
     pending: Vec<Segment>,
-    mut sealed: tokio::sync::mpsc::UnboundedReceiver<Segment>,
+    mut sealed: UnboundedReceiver<Segment>,
     stats: Arc<FlushStats>,
     mut cpu: CpuClass,
 ) {
-    stats.backlog.fetch_add(pending.len(), Ordering::Relaxed);
-    let mut queue: std::collections::VecDeque<Segment> = pending.into();
+    let mut queue: VecDeque<Segment> = pending.into();
+    // Sealed segments not yet in the store: the queue's, and those still in the channel
+    // (sealed while a flush runs).
+    let backlog = |queue: &VecDeque<Segment>, sealed: &UnboundedReceiver<Segment>| {
+        let n = queue.len() + sealed.len();
+        stats.backlog.store(n, Ordering::Relaxed);
+        n
+    };
     loop {
         // Take everything sealed so far, then work through the queue in order.
         while let Ok(s) = sealed.try_recv() {
-            stats.backlog.fetch_add(1, Ordering::Relaxed);
             queue.push_back(s);
         }
+        backlog(&queue, &sealed);
         let Some(segment) = queue.front().cloned() else {
             cpu.follow(0);
             match sealed.recv().await {
                 Some(s) => {
-                    stats.backlog.fetch_add(1, Ordering::Relaxed);
                     queue.push_back(s);
                     continue;
                 }
@@ -267,8 +273,8 @@ async fn run(
         };
         let mut backoff = Duration::from_millis(100);
         loop {
-            // Segments sealed meanwhile wait in the channel: the flusher is behind.
-            let mut keep_pace = || cpu.follow(queue.len() - 1 + sealed.len());
+            // Any segment but this one waiting: the flusher is behind.
+            let mut keep_pace = || cpu.follow(backlog(&queue, &sealed) - 1);
             match flush_segment(&store, &key_id, &node, &segment, &stats, &mut keep_pace).await {
                 Ok(_) => break,
                 Err(e) => {
@@ -280,7 +286,7 @@ async fn run(
             }
         }
         queue.pop_front();
-        stats.backlog.fetch_sub(1, Ordering::Relaxed);
+        backlog(&queue, &sealed);
     }
 }
 
