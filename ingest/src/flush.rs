@@ -162,7 +162,7 @@ pub fn spawn(
 /// thread that wakes up takes the CPU from it at once. At nice 10 (the fallback) the flusher
 /// yields most of the CPU but not at once: a waking request thread can wait out the rest of the
 /// flusher's time slice, and a request wakes several times (body, log acknowledgement). At
-/// half load with 1,000-event batches, idle cut the p99 acknowledgement latency by 15-45%
+/// half load with 1,000-event batches, idle cut the p99 acknowledgement latency by 12-51%
 /// against nice 10 (docs/benchmarks.md).
 ///
 /// An idle-class thread never runs while the CPU is saturated, so whenever a sealed segment
@@ -189,7 +189,9 @@ impl CpuClass {
     fn enter(idle_allowed: bool) -> CpuClass {
         let mut class = CpuClass { idle_allowed, idle: false };
         if !idle_allowed {
-            tracing::info!("the flusher runs at nice 10: leaving SCHED_IDLE would need CAP_SYS_NICE or RLIMIT_NICE >= 10");
+            tracing::warn!(
+                "the Parquet flusher runs at nice 10, not SCHED_IDLE: stepping back up from SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE >= 10 (docs/api.md, Durability)"
+            );
         }
         if let Err(e) = go_normal() {
             tracing::debug!(error = %e, "could not lower the flusher's priority");
