@@ -210,10 +210,11 @@ impl CpuClass {
         match switched {
             Ok(()) => self.idle = idle,
             Err(e) => {
-                // Stay in the class that works from here on.
+                // A switch can fail halfway (policy set, nice value refused): end in the normal
+                // class, the one that always works, and stay there.
                 tracing::warn!(error = %e, idle, "could not switch the flusher's CPU class; it stays at nice 10");
                 self.idle_allowed = false;
-                if self.idle && go_normal().is_ok() {
+                if go_normal().is_ok() {
                     self.idle = false;
                 }
             }
