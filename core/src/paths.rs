@@ -210,6 +210,12 @@ impl PartitionPath {
     }
 }
 
+/// Whether a file named `name` is a data file readers pick up: `*.parquet`, so never the
+/// in-progress copies ([`DataFilePath::temp_name`]).
+pub fn is_data_file(name: &str) -> bool {
+    name.ends_with(".parquet")
+}
+
 /// A Parquet data file: `<partition>/part-<micros>-<pid>-<seq>-<random>.parquet`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataFilePath {
@@ -273,8 +279,8 @@ mod tests {
         assert_eq!(p.dir().as_ref(), "conversions/advertiser_id=acme/date=2026-08-01");
         let f = p.new_file();
         assert!(f.path().as_ref().starts_with("conversions/advertiser_id=acme/date=2026-08-01/part-"));
-        assert!(f.path().as_ref().ends_with(".parquet"));
-        assert!(!f.temp_name().ends_with(".parquet"));
+        assert!(is_data_file(f.path().as_ref()));
+        assert!(!is_data_file(&f.temp_name()));
         assert_ne!(p.new_file(), p.new_file());
     }
 

@@ -261,7 +261,7 @@ impl Store {
         let mut out: Vec<ObjectPath> = self
             .objects
             .list(Some(&prefix))
-            .try_filter_map(|m| async move { Ok(m.location.as_ref().ends_with(".parquet").then_some(m.location)) })
+            .try_filter_map(|m| async move { Ok(crate::paths::is_data_file(m.location.as_ref()).then_some(m.location)) })
             .try_collect()
             .await?;
         out.sort();
@@ -275,7 +275,7 @@ impl Store {
             DataRoot::Local(dir) => {
                 let dir = dir.join(table);
                 let mut is_data = |e: &fs::DirEntry| {
-                    Ok(if e.file_name().to_string_lossy().ends_with(".parquet") { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+                    Ok(if crate::paths::is_data_file(&e.file_name().to_string_lossy()) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
                 };
                 let found = visit_files_below(&dir, &mut is_data).map_err(|source| StoreError::Io { what: "cannot list", path: dir, source })?;
                 Ok(found.is_break())
