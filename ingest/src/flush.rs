@@ -188,15 +188,16 @@ impl CpuClass {
     /// Puts the calling thread in its starting class: idle if allowed, else nice 10.
     fn enter(idle_allowed: bool) -> CpuClass {
         let mut class = CpuClass { idle_allowed, idle: false };
-        if !idle_allowed {
+        if idle_allowed {
+            class.follow(0);
+        } else {
             tracing::warn!(
                 "the Parquet flusher runs at nice 10, not SCHED_IDLE: stepping back up from SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE >= 10 (docs/api.md, Durability)"
             );
+            if let Err(e) = go_normal() {
+                tracing::debug!(error = %e, "could not lower the flusher's priority");
+            }
         }
-        if let Err(e) = go_normal() {
-            tracing::debug!(error = %e, "could not lower the flusher's priority");
-        }
-        class.follow(0);
         class
     }
 

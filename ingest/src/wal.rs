@@ -391,27 +391,6 @@ fn stamp_seq(frame: &mut [u8], seq: u64) {
     frame[4..12].copy_from_slice(&seq.to_le_bytes());
 }
 
-/// What replaying a segment found.
-#[derive(Debug)]
-pub struct Replay {
-    /// The intact frames' rows, in order.
-    pub batches: Vec<(Table, RecordBatch)>,
-    /// Bytes of a frame of this segment that was being written when the process died (torn
-    /// or failing its CRC; never acknowledged), dropped. Old bytes of a recycled file beyond
-    /// it are not counted.
-    pub torn_bytes: u64,
-}
-
-/// Reads a segment's intact frames, all at once (see [`SegmentReader`] for one at a time).
-pub fn replay(segment: &Segment) -> std::io::Result<Replay> {
-    let mut reader = SegmentReader::open(segment)?;
-    let mut batches = Vec::new();
-    while let Some((table, decoded)) = reader.next_frame()? {
-        batches.extend(decoded.into_iter().map(|b| (table, b)));
-    }
-    Ok(Replay { batches, torn_bytes: reader.torn_bytes() })
-}
-
 /// Reads a segment's intact frames one at a time, through one reused buffer; stops at the
 /// first short or corrupt frame, or at the first that belongs to another segment (the old
 /// contents of a recycled file).
@@ -458,7 +437,8 @@ impl SegmentReader {
         }
         let declared = header.get(12..16).map_or(0, |l| u32::from_le_bytes(l.try_into().expect("4 bytes")) as u64);
         let frame_len = HEADER as u64 + declared;
-        let decoded = if header.len() < HEADER || frame_len > left {
+        // A header cut short is caught here too: fewer than HEADER bytes are left.
+        let decoded = if frame_len > left {
             None
         } else {
             let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
@@ -503,6 +483,27 @@ mod tests {
     use super::*;
     use arrow::array::{Date32Array, Float64Array, StringArray};
     use std::sync::Arc;
+
+    /// What replaying a segment found.
+    #[derive(Debug)]
+    struct Replay {
+        /// The intact frames' rows, in order.
+        batches: Vec<(Table, RecordBatch)>,
+        /// Bytes of a frame of this segment that was being written when the process died (torn
+        /// or failing its CRC; never acknowledged), dropped. Old bytes of a recycled file beyond
+        /// it are not counted.
+        torn_bytes: u64,
+    }
+
+    /// Reads a segment's intact frames, all at once.
+    fn replay(segment: &Segment) -> std::io::Result<Replay> {
+        let mut reader = SegmentReader::open(segment)?;
+        let mut batches = Vec::new();
+        while let Some((table, decoded)) = reader.next_frame()? {
+            batches.extend(decoded.into_iter().map(|b| (table, b)));
+        }
+        Ok(Replay { batches, torn_bytes: reader.torn_bytes() })
+    }
 
     fn baseline(n: usize) -> RecordBatch {
         RecordBatch::try_new(
